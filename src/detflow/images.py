@@ -1,0 +1,81 @@
+"""Safe image opening: a pixel limit against decompression bombs, EXIF orientation, RGB."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from detflow.errors import DataError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def image_size(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Return ``(width, height)`` from an encoded image's header, without decoding pixels.
+
+    Raises DataError when the bytes are not an image or the image exceeds ``max_pixels``.
+    """
+    image = _open(data, name=name, max_pixels=max_pixels)
+    return image.size
+
+
+def decode_rgb(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode to 8-bit RGB with EXIF orientation applied to the pixels.
+
+    Raises DataError for unreadable, truncated or oversized images.
+    """
+    image = _open(data, name=name, max_pixels=max_pixels)
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return _to_rgb8(image)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{name}: image cannot be decoded ({exc}); re-export or remove it") from exc
+
+
+def load_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image file as 8-bit RGB (see :func:`decode_rgb`)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read image ({exc.strerror})") from exc
+    return decode_rgb(data, name=str(path), max_pixels=max_pixels)
+
+
+def _open(data: bytes, *, name: str, max_pixels: int) -> Image.Image:
+    if not data:
+        raise DataError(f"{name}: zero-byte file; re-export or remove it")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"{name}: image exceeds the pixel limit ({exc})") from exc
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DataError(f"{name}: not a readable image ({exc}); re-export or remove it") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise DataError(
+            f"{name}: {width}x{height} exceeds the pixel limit {max_pixels}; "
+            "downscale it or raise clean.max_pixels"
+        )
+    return image
+
+
+def _to_rgb8(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I"):  # 16/32-bit integer grayscale → 8 bit
+        array = np.asarray(image.convert("I"), dtype=np.int64)
+        scale = 257 if array.size and array.max() > 255 else 1
+        return Image.fromarray(np.clip(array // scale, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

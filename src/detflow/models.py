@@ -1,0 +1,107 @@
+"""Detector builders. Every model takes images as a list of ``[3, H, W]`` float tensors in
+0..1 and returns, per image, ``boxes`` (``[N, 4]`` ``xyxy`` pixels of the input image),
+``labels`` (``[N]`` int64 category ids 1..C; 0 is background) and ``scores`` (``[N]``).
+
+``fasterrcnn_mobilenet_v2`` is the CPU default: Faster R-CNN on torchvision's ImageNet
+MobileNetV2, whose weights file is available offline. Every other name is a torchvision
+detection builder (``torchvision.models.get_model``).
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.rpn import AnchorGenerator
+from torchvision.ops import MultiScaleRoIAlign
+
+from detflow.errors import ConfigError, require_choice, require_positive
+
+CUSTOM_MODELS = ("fasterrcnn_mobilenet_v2",)
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`build_model`."""
+    return sorted(set(CUSTOM_MODELS) | set(torchvision.models.list_models(
+        module=torchvision.models.detection)))
+
+
+def build_model(*, name: str, num_classes: int, weights: str = "none",
+                backbone_weights: str = "none", frozen_backbone_blocks: int = 0,
+                min_size: int = 416, max_size: int = 416, score_threshold: float = 0.05,
+                nms_iou: float = 0.5, max_detections: int = 100) -> nn.Module:
+    """Build a detector for ``num_classes`` object classes (background is added here).
+
+    ``weights``/``backbone_weights``: ``"none"`` or a torchvision weights name; weights that
+    are not cached are downloaded, and where that fails the error names the file to place.
+    """
+    require_choice("model.name", name, available_models())
+    require_positive("num_classes", num_classes)
+    require_positive("model.min_size", min_size)
+    require_positive("model.max_size", max_size)
+    if weights not in (None, "none"):
+        raise ConfigError(f"model.weights={weights!r}: whole-detector weights are not supported "
+                          "yet; use model.weights=none and model.backbone_weights")
+    if name == "fasterrcnn_mobilenet_v2":
+        model = _fasterrcnn_mobilenet_v2(num_classes + 1, backbone_weights,
+                                         frozen_backbone_blocks, min_size, max_size)
+    else:
+        model = _load(lambda: torchvision.models.get_model(
+            name, weights=None, weights_backbone=_none(backbone_weights),
+            num_classes=num_classes + 1, min_size=min_size, max_size=max_size),
+            key="model.backbone_weights", value=backbone_weights)
+    set_postprocess(model, score_threshold=score_threshold, nms_iou=nms_iou,
+                    max_detections=max_detections)
+    return model
+
+
+def set_postprocess(model: nn.Module, *, score_threshold: float, nms_iou: float,
+                    max_detections: int) -> None:
+    """Apply the shared ``postprocess.*`` config to a torchvision detector in place."""
+    target = getattr(model, "roi_heads", model)
+    if not hasattr(target, "score_thresh"):
+        raise ConfigError(f"{type(model).__name__} has no score/NMS settings to configure")
+    target.score_thresh = float(score_threshold)
+    target.nms_thresh = float(nms_iou)
+    target.detections_per_img = int(max_detections)
+
+
+def _fasterrcnn_mobilenet_v2(num_classes, backbone_weights, frozen_blocks, min_size, max_size):
+    features = _load(lambda: torchvision.models.mobilenet_v2(
+        weights=_none(backbone_weights)).features, key="model.backbone_weights",
+        value=backbone_weights)
+    for block in list(features)[:frozen_blocks]:
+        block.requires_grad_(False)
+    backbone = nn.Sequential(features, nn.Conv2d(1280, 256, kernel_size=1), nn.ReLU(inplace=True))
+    backbone.out_channels = 256
+    anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
+    return FasterRCNN(
+        backbone, num_classes=None, min_size=min_size, max_size=max_size,
+        rpn_anchor_generator=anchors,
+        box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
+        box_head=TwoMLPHead(256 * 7 * 7, 512), box_predictor=FastRCNNPredictor(512, num_classes),
+        box_batch_size_per_image=128,
+    )
+
+
+def _none(value):
+    return None if value in (None, "none", "None") else value
+
+
+def _load(build, *, key: str, value):
+    """Run ``build``; turn a failed weights download into a ConfigError naming the file."""
+    try:
+        return build()
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        url = getattr(exc, "url", None) or str(exc)
+        raise ConfigError(f"{key}={value!r}: weights could not be downloaded ({url}); place the "
+                          f"weights file in {cache} (`make weights` does this for MobileNetV2) "
+                          f"or set {key}=none") from exc
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{key}={value!r} is not a torchvision weights name ({exc})") from exc

@@ -1,0 +1,22 @@
+"""augment: albumentations pipeline (augment.*) over the train split into paths.augmented."""
+
+from pathlib import Path
+
+from _app import stage, write_report
+
+from detflow.augment import augment_dataset
+
+
+@stage
+def main(cfg: dict, root: Path) -> dict:
+    paths, options = cfg["paths"], cfg["augment"]
+    report = augment_dataset(train_json=Path(paths["split"]) / "train.json",
+                             out_dir=root / paths["augmented"], transforms=options["transforms"],
+                             copies=options["copies"], min_visibility=options["min_visibility"],
+                             min_area=options["min_area"], seed=cfg["seed"])
+    write_report(root / paths["reports"] / "augment.json", report)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""evaluate: COCO metrics and PyTorch latency of the best checkpoint on the test split."""
+
+from pathlib import Path
+
+from _app import stage, write_report
+
+from detflow.datasets import DetectionDataset
+from detflow.engine import evaluate_model, load_checkpoint
+
+
+@stage
+def main(cfg: dict, root: Path) -> dict:
+    paths = cfg["paths"]
+    model, _ = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=cfg["postprocess"])
+    metrics = evaluate_model(model, DetectionDataset(Path(paths["split"]) / "test.json"))
+    write_report(root / paths["reports"] / "evaluate" / "metrics.json", metrics)
+    return {k: round(metrics[k], 4) for k in ("map50_95", "map50", "latency_ms_p50")}
+
+
+if __name__ == "__main__":
+    main()
