@@ -2,7 +2,8 @@
 
 Checkpoints are plain dicts of tensors and primitives (``torch.load(..., weights_only=True)``):
 ``model_state``, ``model`` (builder config), ``postprocess``, ``class_names``, ``config`` (the
-whole resolved run config), ``epoch``, ``metrics``, ``optimizer_state``, ``scheduler_state``.
+whole resolved run config), ``epoch`` and ``metrics``; ``last.pt`` also holds
+``optimizer_state`` and ``scheduler_state``.
 """
 
 from __future__ import annotations
@@ -76,10 +77,9 @@ def train_detector(*, model_config: dict, postprocess: dict, train_json: str | P
         metrics = {"epoch": epoch, "train_loss": loss, "lr": optimizer.param_groups[0]["lr"],
                    "train_images_per_s": len(train_set) / seconds,
                    "val_map50": val["map50"], "val_map50_95": val["map50_95"]}
-        state = {**meta, "epoch": epoch, "metrics": metrics,
-                 "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
-                 "scheduler_state": scheduler.state_dict()}
-        save_checkpoint(state, out_dir / "last.pt")
+        state = {**meta, "epoch": epoch, "metrics": metrics, "model_state": model.state_dict()}
+        save_checkpoint({**state, "optimizer_state": optimizer.state_dict(),
+                         "scheduler_state": scheduler.state_dict()}, out_dir / "last.pt")
         if best is None or metrics["val_map50"] > best["val_map50"]:
             best = metrics
             save_checkpoint(state, out_dir / "best.pt")

@@ -32,6 +32,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     tmp = _tmp_sibling(path, is_dir=False)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -44,7 +45,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = _tmp_sibling(path, is_dir=True)
     try:
         yield tmp
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             old = _tmp_sibling(path, is_dir=True)
             os.rmdir(old)
@@ -56,6 +57,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

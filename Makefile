@@ -1,0 +1,54 @@
+# detflow — the two commands a newcomer needs:  make repro   and   make test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help install weights params repro test test-fast lint format lock
+
+help:
+	@echo "make repro   create $(VENV), install pinned deps, fetch offline weights, run dvc repro"
+	@echo "make test    install dev extras if missing, run the whole test suite"
+	@echo "make params  regenerate params.yaml from conf/ (as dvc exp run does)"
+	@echo "make lint    ruff check + format check;  make lock  re-pin constraints.txt"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Pinned install: constraints.txt fixes every version (torch and torchvision from the
+# registry, built together). The stamp changes when constraints or pyproject change.
+$(STAMP): | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+weights: $(STAMP)
+	$(BIN)/detflow weights
+
+params: $(STAMP)
+	$(BIN)/python stages/compose_params.py
+
+repro: $(STAMP) weights
+	$(BIN)/dvc repro
+
+test: $(STAMP) weights
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src stages tests bench
+	$(BIN)/ruff format --check src stages tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format src stages tests bench
+	$(BIN)/ruff check --fix src stages tests bench
+
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt

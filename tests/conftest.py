@@ -1,0 +1,51 @@
+"""Shared fixtures: the repository, its bundled dataset, the shared real datasets, and
+`run` for real subprocess calls of DVC and the stage scripts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+THERMAL = REPO / "data" / "sources" / "thermal_dogs_people"
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+def run(args, cwd, *, check=True, env=None, timeout=900) -> subprocess.CompletedProcess:
+    """Run a command with this interpreter's environment first on PATH; output captured."""
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                "PYTHONUNBUFFERED": "1", **(env or {})}
+    result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True,
+                            timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture
+def thermal_source() -> Path:
+    return THERMAL
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} not present (real datasets beside the checkout)")
+    return SHARED
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
