@@ -60,7 +60,7 @@ def augment_dataset(*, train_json: str | Path, out_dir: str | Path, transforms: 
     with atomic_dir(out_dir) as tmp:
         folder = tmp / "images"
         folder.mkdir()
-        for image in tqdm(source["images"], desc="augment", unit="img", leave=False):
+        for image in tqdm(source["images"], desc="augment", unit="img", leave=False, disable=None):
             anns = boxes_of.get(image["id"], [])
             xyxy = xywh_to_xyxy([a["bbox"] for a in anns])
             labels = [a["category_id"] for a in anns]

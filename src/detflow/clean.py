@@ -40,7 +40,7 @@ def clean_dataset(*, in_json: str | Path, out_dir: str | Path, min_box_px: float
     seen: dict[str, str] = {}
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
-        for image in tqdm(source["images"], desc="clean", unit="img", leave=False):
+        for image in tqdm(source["images"], desc="clean", unit="img", leave=False, disable=None):
             anns = boxes_of.get(image["id"], [])
             try:
                 data = (src_images / image["file_name"]).read_bytes()

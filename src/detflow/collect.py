@@ -51,7 +51,7 @@ def collect_dataset(*, source: dict, out_dir: str | Path,
     with atomic_dir(out_dir) as tmp:
         images = tmp / "images"
         images.mkdir()
-        for item in tqdm(scan.images, desc="collect", unit="img", leave=False):
+        for item in tqdm(scan.images, desc="collect", unit="img", leave=False, disable=None):
             data = item.read_bytes()
             suffix = Path(item.source).suffix.lower() or ".png"
             file_name = sha256_bytes(data)[:20] + suffix

@@ -8,6 +8,7 @@ whole resolved run config), ``epoch`` and ``metrics``; ``last.pt`` also holds
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -27,6 +28,7 @@ from detflow.metrics import evaluate_predictor
 from detflow.models import build_model
 
 SCHEMA = "detflow-checkpoint-v1"
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -83,6 +85,8 @@ def train_detector(*, model_config: dict, postprocess: dict, train_json: str | P
         if best is None or metrics["val_map50"] > best["val_map50"]:
             best = metrics
             save_checkpoint(state, out_dir / "best.pt")
+        log.info("epoch %d/%d: loss %.4f, val mAP50 %.4f, mAP50-95 %.4f, %.2f img/s", epoch,
+                 epochs, loss, val["map50"], val["map50_95"], metrics["train_images_per_s"])
         if on_epoch_end:
             on_epoch_end(epoch, metrics)
     return best
@@ -96,7 +100,7 @@ def _warmup_cosine(step: int, warmup: int, total: int) -> float:
 def _train_epoch(model, loader, optimizer, scheduler, device, epoch):
     model.train()
     total, start = 0.0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False)
+    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None)
     for step, (images, targets) in enumerate(bar, start=1):
         images = [im.to(device) for im in images]
         targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()}

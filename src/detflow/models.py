@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import MobileNet_V2_Weights
 from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.backbone_utils import mobilenet_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
@@ -32,13 +34,16 @@ def available_models() -> list[str]:
 
 
 def build_model(*, name: str, num_classes: int, weights: str = "none",
-                backbone_weights: str = "none", frozen_backbone_blocks: int = 0,
-                min_size: int = 416, max_size: int = 416, score_threshold: float = 0.05,
-                nms_iou: float = 0.5, max_detections: int = 100) -> nn.Module:
+                backbone_weights: str = "none", trainable_backbone_layers: int = 3,
+                min_size: int = 416, max_size: int = 416, test_proposals: int = 1000,
+                score_threshold: float = 0.05, nms_iou: float = 0.5,
+                max_detections: int = 100) -> nn.Module:
     """Build a detector for ``num_classes`` object classes (background is added here).
 
     ``weights``/``backbone_weights``: ``"none"`` or a torchvision weights name; weights that
     are not cached are downloaded, and where that fails the error names the file to place.
+    ``trainable_backbone_layers``: how many backbone stages train (torchvision's meaning);
+    ``test_proposals``: region proposals kept per image at inference (two-stage models).
     """
     require_choice("model.name", name, available_models())
     require_positive("num_classes", num_classes)
@@ -49,11 +54,14 @@ def build_model(*, name: str, num_classes: int, weights: str = "none",
                           "yet; use model.weights=none and model.backbone_weights")
     if name == "fasterrcnn_mobilenet_v2":
         model = _fasterrcnn_mobilenet_v2(num_classes + 1, backbone_weights,
-                                         frozen_backbone_blocks, min_size, max_size)
+                                         trainable_backbone_layers, min_size, max_size,
+                                         test_proposals)
     else:
+        extra = {"rpn_post_nms_top_n_test": test_proposals} if "rcnn" in name else {}
         model = _load(lambda: torchvision.models.get_model(
             name, weights=None, weights_backbone=_none(backbone_weights),
-            num_classes=num_classes + 1, min_size=min_size, max_size=max_size),
+            num_classes=num_classes + 1, min_size=min_size, max_size=max_size,
+            trainable_backbone_layers=trainable_backbone_layers, **extra),
             key="model.backbone_weights", value=backbone_weights)
     set_postprocess(model, score_threshold=score_threshold, nms_iou=nms_iou,
                     max_detections=max_detections)
@@ -71,18 +79,19 @@ def set_postprocess(model: nn.Module, *, score_threshold: float, nms_iou: float,
     target.detections_per_img = int(max_detections)
 
 
-def _fasterrcnn_mobilenet_v2(num_classes, backbone_weights, frozen_blocks, min_size, max_size):
-    features = _load(lambda: torchvision.models.mobilenet_v2(
-        weights=_none(backbone_weights)).features, key="model.backbone_weights",
-        value=backbone_weights)
-    for block in list(features)[:frozen_blocks]:
-        block.requires_grad_(False)
-    backbone = nn.Sequential(features, nn.Conv2d(1280, 256, kernel_size=1), nn.ReLU(inplace=True))
-    backbone.out_channels = 256
+def _fasterrcnn_mobilenet_v2(num_classes, backbone_weights, trainable_layers, min_size, max_size,
+                             proposals):
+    """torchvision's MobileNetV2 extractor (frozen batch norm, the last ``trainable_layers`` of
+    its 6 stages trainable, a 1×1 conv to 256 channels) under a light two-layer box head."""
+    weights = _none(backbone_weights)
+    backbone = _load(lambda: mobilenet_backbone(
+        backbone_name="mobilenet_v2", fpn=False, trainable_layers=trainable_layers,
+        weights=MobileNet_V2_Weights[weights] if weights else None),
+        key="model.backbone_weights", value=backbone_weights)
     anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
     return FasterRCNN(
         backbone, num_classes=None, min_size=min_size, max_size=max_size,
-        rpn_anchor_generator=anchors,
+        rpn_anchor_generator=anchors, rpn_post_nms_top_n_test=proposals,
         box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
         box_head=TwoMLPHead(256 * 7 * 7, 512), box_predictor=FastRCNNPredictor(512, num_classes),
         box_batch_size_per_image=128,
