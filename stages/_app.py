@@ -1,10 +1,9 @@
 """Shared Hydra entry point of the stage scripts (not a stage itself).
 
-DVC runs every stage as ``python stages/<stage>.py --config-dir . --config-name params …``
-(see dvc.yaml), so a DVC-run stage uses exactly the values in params.yaml and writes the
-DVC-tracked outputs. Run by hand (``python stages/train.py train.lr=0.02``, or ``-m`` for a
-sweep) a stage composes conf/ and writes its outputs under Hydra's run or sweep folder,
-reading its inputs from the workspace: DVC-tracked outputs are never overwritten.
+DVC runs a stage as ``python stages/<stage>.py --config-dir . --config-name params …``
+(dvc.yaml), so it uses exactly params.yaml and writes the DVC-tracked outputs. Run by hand
+(``python stages/train.py train.lr=0.02``, or ``-m`` to sweep) a stage composes conf/, reads
+its inputs from the workspace and writes under Hydra's run or sweep folder instead.
 """
 
 from __future__ import annotations
@@ -21,10 +20,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from detflow.errors import DetflowError
-from detflow.files import write_json
 
 log = logging.getLogger("detflow")
-PARAMS_CONFIG = "params"  # --config-name that DVC passes: params.yaml is the config
+PARAMS_CONFIG = "params"  # the --config-name DVC passes: params.yaml is the whole config
 
 
 def output_root() -> Path:
@@ -35,15 +33,9 @@ def output_root() -> Path:
     return Path(hydra_cfg.runtime.output_dir)
 
 
-def write_report(path: Path, report: dict) -> None:
-    """Write a stage report atomically (JSON, no NaN)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, report)
-
-
 def stage(run):
-    """Make ``run(cfg: dict, root: Path) -> summary`` a Hydra app that reports errors in one
-    line (exit code 2) and logs its summary."""
+    """Make ``run(cfg: dict, root: Path) -> summary`` a Hydra app that logs its summary and
+    reports a user error in one line (exit code 2), without a traceback."""
 
     @functools.wraps(run)
     def task(cfg):
@@ -52,13 +44,13 @@ def stage(run):
             config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
             summary = run(config, output_root())
         except MissingMandatoryValue as exc:
-            print(f"detflow {name}: error: config key {exc.full_key} is required (set it, "
-                  f"e.g. {exc.full_key}=VALUE)", file=sys.stderr)
-            sys.exit(2)
+            message = f"config key {exc.full_key} is required; set {exc.full_key}=VALUE"
         except DetflowError as exc:
-            print(f"detflow {name}: error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        log.info("%s done: %s", name, json.dumps(summary, default=str))
-        return summary
+            message = str(exc)
+        else:
+            log.info("%s done: %s", name, json.dumps(summary, default=str))
+            return summary
+        print(f"detflow {name}: error: {message}", file=sys.stderr)
+        sys.exit(2)
 
     return hydra.main(config_path="../conf", config_name="config", version_base="1.3")(task)

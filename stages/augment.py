@@ -2,19 +2,25 @@
 
 from pathlib import Path
 
-from _app import stage, write_report
-
 from detflow.augment import augment_dataset
+from detflow.files import write_json
+
+from _app import stage
 
 
 @stage
 def main(cfg: dict, root: Path) -> dict:
     paths, options = cfg["paths"], cfg["augment"]
-    report = augment_dataset(train_json=Path(paths["split"]) / "train.json",
-                             out_dir=root / paths["augmented"], transforms=options["transforms"],
-                             copies=options["copies"], min_visibility=options["min_visibility"],
-                             min_area=options["min_area"], seed=cfg["seed"])
-    write_report(root / paths["reports"] / "augment.json", report)
+    report = augment_dataset(
+        train_json=Path(paths["split"]) / "train.json",
+        out_dir=root / paths["augmented"],
+        transforms=options["transforms"],
+        copies=options["copies"],
+        min_visibility=options["min_visibility"],
+        min_area=options["min_area"],
+        seed=cfg["seed"],
+    )
+    write_json(root / paths["reports"] / "augment.json", report)
     return report
 
 

@@ -2,21 +2,24 @@
 
 from pathlib import Path
 
-from _app import stage, write_report
-
 from detflow.clean import clean_dataset
+from detflow.files import write_json
+
+from _app import stage
 
 
 @stage
 def main(cfg: dict, root: Path) -> dict:
     paths, options = cfg["paths"], cfg["clean"]
-    report = clean_dataset(in_json=Path(paths["raw"]) / "dataset.json",
-                           out_dir=root / paths["clean"], min_box_px=options["min_box_px"],
-                           clip_tolerance_px=options["clip_tolerance_px"],
-                           max_pixels=cfg["limits"]["max_pixels"])
-    write_report(root / paths["reports"] / "clean.json", report)
-    return {k: report[k] for k in ("images_kept", "images_dropped", "boxes_kept",
-                                   "boxes_dropped")}
+    report = clean_dataset(
+        in_json=Path(paths["raw"]) / "dataset.json",
+        out_dir=root / paths["clean"],
+        min_box_px=options["min_box_px"],
+        clip_tolerance_px=options["clip_tolerance_px"],
+        max_pixels=cfg["limits"]["max_pixels"],
+    )
+    write_json(root / paths["reports"] / "clean.json", report)
+    return {k: report[k] for k in ("images_kept", "images_dropped", "boxes_kept", "boxes_dropped")}
 
 
 if __name__ == "__main__":

@@ -2,19 +2,22 @@
 
 from pathlib import Path
 
-from _app import stage, write_report
-
 from detflow.collect import collect_dataset
+from detflow.files import write_json
+
+from _app import stage
 
 
 @stage
 def main(cfg: dict, root: Path) -> dict:
     paths = cfg["paths"]
-    report = collect_dataset(source=cfg["data"], out_dir=root / paths["raw"],
-                             max_pixels=cfg["limits"]["max_pixels"])
-    write_report(root / paths["reports"] / "collect.json", report)
-    return {k: report[k] for k in ("images", "boxes", "negatives", "dropped_images",
-                                   "dropped_boxes")}
+    report = collect_dataset(
+        source=cfg["data"], out_dir=root / paths["raw"], max_pixels=cfg["limits"]["max_pixels"]
+    )
+    write_json(root / paths["reports"] / "collect.json", report)
+    return {
+        k: report[k] for k in ("images", "boxes", "negatives", "dropped_images", "dropped_boxes")
+    }
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
-from _app import stage, write_report
-
 from detflow.datasets import DetectionDataset
 from detflow.engine import evaluate_model, load_checkpoint
+from detflow.files import write_json
+
+from _app import stage
 
 
 @stage
@@ -13,7 +14,7 @@ def main(cfg: dict, root: Path) -> dict:
     paths = cfg["paths"]
     model, _ = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=cfg["postprocess"])
     metrics = evaluate_model(model, DetectionDataset(Path(paths["split"]) / "test.json"))
-    write_report(root / paths["reports"] / "evaluate" / "metrics.json", metrics)
+    write_json(root / paths["reports"] / "evaluate" / "metrics.json", metrics)
     return {k: round(metrics[k], 4) for k in ("map50_95", "map50", "latency_ms_p50")}
 
 

@@ -2,18 +2,23 @@
 
 from pathlib import Path
 
-from _app import stage, write_report
-
+from detflow.files import write_json
 from detflow.split import split_dataset
+
+from _app import stage
 
 
 @stage
 def main(cfg: dict, root: Path) -> dict:
     paths, options = cfg["paths"], cfg["split"]
     ratios = {name: options[name] for name in ("train", "val", "test")}
-    report = split_dataset(in_json=Path(paths["clean"]) / "dataset.json",
-                           out_dir=root / paths["split"], ratios=ratios, seed=options["seed"])
-    write_report(root / paths["reports"] / "split.json", report)
+    report = split_dataset(
+        in_json=Path(paths["clean"]) / "dataset.json",
+        out_dir=root / paths["split"],
+        ratios=ratios,
+        seed=options["seed"],
+    )
+    write_json(root / paths["reports"] / "split.json", report)
     return {name: report[name]["images"] for name in ("train", "val", "test")}
 
 

@@ -18,13 +18,20 @@ SHARED = REPO.parent / "shared" / "datasets"
 
 def run(args, cwd, *, check=True, env=None, timeout=900) -> subprocess.CompletedProcess:
     """Run a command with this interpreter's environment first on PATH; output captured."""
-    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-                "PYTHONUNBUFFERED": "1", **(env or {})}
-    result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True,
-                            timeout=timeout, check=False)
+    full_env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    result = subprocess.run(
+        args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+            f"{result.stderr[-3000:]}"
+        )
     return result
 
 

@@ -46,6 +46,5 @@ def test_exif_orientation_matches_pil(orientation):
     rotated = np.asarray(ImageOps.exif_transpose(image))
     ys, xs = np.nonzero(rotated)
     expected = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-    got = exif_orient_xyxy([[8, 5, 20, 12]], orientation=orientation, width=width,
-                           height=height)
+    got = exif_orient_xyxy([[8, 5, 20, 12]], orientation=orientation, width=width, height=height)
     assert got[0].tolist() == expected

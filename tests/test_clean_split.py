@@ -27,16 +27,17 @@ def _dataset_with_problems(root):
     Image.new("RGBA", (50, 40), (1, 2, 3, 128)).save(rgba, "PNG")
     (root / "images" / "rgba.png").write_bytes(rgba.getvalue())
     (root / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    one = manifest.add_image(ds, file_name="one.png", width=50, height=40, source="one.png",
-                             group="g1")
-    manifest.add_image(ds, file_name="one.png", width=50, height=40, source="copy.png",
-                       group="g2")
-    manifest.add_image(ds, file_name="broken.png", width=50, height=40, source="broken.png",
-                       group="g3")
-    two = manifest.add_image(ds, file_name="two.png", width=50, height=40, source="two.png",
-                             group="g4")
-    manifest.add_image(ds, file_name="rgba.png", width=50, height=40, source="rgba.png",
-                       group="g5")
+    one = manifest.add_image(
+        ds, file_name="one.png", width=50, height=40, source="one.png", group="g1"
+    )
+    manifest.add_image(ds, file_name="one.png", width=50, height=40, source="copy.png", group="g2")
+    manifest.add_image(
+        ds, file_name="broken.png", width=50, height=40, source="broken.png", group="g3"
+    )
+    two = manifest.add_image(
+        ds, file_name="two.png", width=50, height=40, source="two.png", group="g4"
+    )
+    manifest.add_image(ds, file_name="rgba.png", width=50, height=40, source="rgba.png", group="g5")
     manifest.add_box(ds, image_id=one, category_id=1, xywh=[5, 5, 10, 10])  # kept
     manifest.add_box(ds, image_id=one, category_id=2, xywh=[45, 35, 7, 7])  # clipped
     manifest.add_box(ds, image_id=one, category_id=1, xywh=[60, 5, 10, 10])  # out of bounds
@@ -62,9 +63,14 @@ def test_clean_accounts_for_every_image_and_box(tmp_path):
     assert report["boxes_kept"] + report["boxes_dropped"] == report["boxes_in"] == 9
     assert report["images_dropped_by_reason"] == {"exact_duplicate": 1, "unreadable_image": 1}
     assert report["boxes_dropped_by_reason"] == {
-        "image_dropped:exact_duplicate": 1, "image_dropped:unreadable_image": 1,
-        "non_finite": 1, "non_positive_size": 1, "out_of_bounds": 1, "too_small": 1,
-        "unknown_class": 1}
+        "image_dropped:exact_duplicate": 1,
+        "image_dropped:unreadable_image": 1,
+        "non_finite": 1,
+        "non_positive_size": 1,
+        "out_of_bounds": 1,
+        "too_small": 1,
+        "unknown_class": 1,
+    }
     assert report["boxes_clipped"] == 1
     clean = manifest.load_dataset(tmp_path / "clean" / "dataset.json")
     assert [a["bbox"] for a in clean["annotations"]] == [[5, 5, 10, 10], [45, 35, 5, 5]]
@@ -89,23 +95,29 @@ def test_raccoon_exact_duplicates_found(shared_datasets, tmp_path):
 
 
 def test_split_is_group_aware_seeded_and_byte_identical(thermal_source, tmp_path):
-    collect_dataset(source={"format": "yolo", "path": str(thermal_source),
-                            "group_regex": r"^(IMG_\d+)"}, out_dir=tmp_path / "raw")
+    collect_dataset(
+        source={"format": "yolo", "path": str(thermal_source), "group_regex": r"^(IMG_\d+)"},
+        out_dir=tmp_path / "raw",
+    )
     clean_dataset(in_json=tmp_path / "raw" / "dataset.json", out_dir=tmp_path / "clean")
     ratios = {"train": 0.7, "val": 0.15, "test": 0.15}
-    report = split_dataset(in_json=tmp_path / "clean" / "dataset.json", out_dir=tmp_path / "s1",
-                           ratios=ratios, seed=0)
-    split_dataset(in_json=tmp_path / "clean" / "dataset.json", out_dir=tmp_path / "s2",
-                  ratios=ratios, seed=0)
+    report = split_dataset(
+        in_json=tmp_path / "clean" / "dataset.json", out_dir=tmp_path / "s1", ratios=ratios, seed=0
+    )
+    split_dataset(
+        in_json=tmp_path / "clean" / "dataset.json", out_dir=tmp_path / "s2", ratios=ratios, seed=0
+    )
     side_of_group = defaultdict(set)
     for name in ("train", "val", "test"):
         assert sha256_file(tmp_path / "s1" / f"{name}.json") == sha256_file(
-            tmp_path / "s2" / f"{name}.json")
+            tmp_path / "s2" / f"{name}.json"
+        )
         part = manifest.load_dataset(tmp_path / "s1" / f"{name}.json")
         for image in part["images"]:
             side_of_group[image["group"]].add(name)
-            assert (manifest.image_dir(tmp_path / "s1" / f"{name}.json", part)
-                    / image["file_name"]).is_file()
+            assert (
+                manifest.image_dir(tmp_path / "s1" / f"{name}.json", part) / image["file_name"]
+            ).is_file()
     assert all(len(sides) == 1 for sides in side_of_group.values())
     total = report["images"]
     for name, ratio in ratios.items():
@@ -124,19 +136,34 @@ def test_assign_groups_respects_ratios_and_seed():
         assert abs(share - ratio) < 0.01
 
 
-@pytest.mark.parametrize("ratios, message", [
-    ({"train": 0.8, "val": 0.3, "test": 0.1}, "sum to 1.2"),
-    ({"train": -0.1, "val": 0.6, "test": 0.5}, "split.train=-0.1"),
-    ({"train": "a", "val": 0.5, "test": 0.5}, "split.train='a'"),
-])
+@pytest.mark.parametrize(
+    "ratios, message",
+    [
+        ({"train": 0.8, "val": 0.3, "test": 0.1}, "sum to 1.2"),
+        ({"train": -0.1, "val": 0.6, "test": 0.5}, "split.train=-0.1"),
+        ({"train": "a", "val": 0.5, "test": 0.5}, "split.train='a'"),
+    ],
+)
 def test_bad_ratios_name_the_key(ratios, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         split_dataset(in_json=tmp_path / "x.json", out_dir=tmp_path / "s", ratios=ratios, seed=0)
 
 
 def test_empty_split_is_a_clear_error(tmp_path):
-    collect_dataset(source={"format": "synthetic", "num_images": 2, "image_size": 32,
-                            "classes": ["circle"], "seed": 0}, out_dir=tmp_path / "raw")
+    collect_dataset(
+        source={
+            "format": "synthetic",
+            "num_images": 2,
+            "image_size": 32,
+            "classes": ["circle"],
+            "seed": 0,
+        },
+        out_dir=tmp_path / "raw",
+    )
     with pytest.raises(DataError, match="would be empty"):
-        split_dataset(in_json=tmp_path / "raw" / "dataset.json", out_dir=tmp_path / "s",
-                      ratios={"train": 0.7, "val": 0.15, "test": 0.15}, seed=0)
+        split_dataset(
+            in_json=tmp_path / "raw" / "dataset.json",
+            out_dir=tmp_path / "s",
+            ratios={"train": 0.7, "val": 0.15, "test": 0.15},
+            seed=0,
+        )

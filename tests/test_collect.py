@@ -13,8 +13,11 @@ from detflow.formats.yolo import read_yolo
 
 
 def _tree_hash(root: Path) -> dict:
-    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_read_thermal_yolo(thermal_source):
@@ -32,8 +35,10 @@ def test_read_thermal_yolo(thermal_source):
 
 def test_collect_thermal_keeps_everything_and_never_writes_source(thermal_source, tmp_path):
     before = _tree_hash(thermal_source)
-    report = collect_dataset(source={"format": "yolo", "path": str(thermal_source),
-                                     "group_regex": r"^(IMG_\d+)"}, out_dir=tmp_path / "raw")
+    report = collect_dataset(
+        source={"format": "yolo", "path": str(thermal_source), "group_regex": r"^(IMG_\d+)"},
+        out_dir=tmp_path / "raw",
+    )
     assert _tree_hash(thermal_source) == before
     assert (report["images"], report["boxes"], report["negatives"]) == (203, 257, 18)
     dataset = manifest.load_dataset(tmp_path / "raw" / "dataset.json")
@@ -43,8 +48,13 @@ def test_collect_thermal_keeps_everything_and_never_writes_source(thermal_source
 
 
 def test_collect_is_byte_identical_on_rerun(tmp_path):
-    source = {"format": "synthetic", "num_images": 12, "image_size": 64,
-              "classes": ["circle", "square"], "seed": 3}
+    source = {
+        "format": "synthetic",
+        "num_images": 12,
+        "image_size": 64,
+        "classes": ["circle", "square"],
+        "seed": 3,
+    }
     collect_dataset(source=source, out_dir=tmp_path / "a")
     collect_dataset(source=source, out_dir=tmp_path / "b")
     assert _tree_hash(tmp_path / "a") == _tree_hash(tmp_path / "b")
@@ -72,22 +82,30 @@ def test_broken_yolo_items_are_listed_and_good_ones_kept(tmp_path):
     (root / "images" / "empty.jpg").write_bytes(b"")
     (root / "images" / "text.jpg").write_text("not an image")
     (root / "labels" / "orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")
-    report = collect_dataset(source={"format": "yolo", "path": str(root)},
-                             out_dir=tmp_path / "raw")
+    report = collect_dataset(source={"format": "yolo", "path": str(root)}, out_dir=tmp_path / "raw")
     reasons = sorted(d["reason"] for d in report["dropped"])
-    assert reasons == ["bad_columns", "non_finite", "non_numeric", "orphan_label",
-                       "unknown_class", "unreadable_image", "unreadable_image"]
+    assert reasons == [
+        "bad_columns",
+        "non_finite",
+        "non_numeric",
+        "orphan_label",
+        "unknown_class",
+        "unreadable_image",
+        "unreadable_image",
+    ]
     assert report["images"] == 1 and report["boxes"] == 1
     json.dumps(report, allow_nan=False)
 
 
 def test_missing_path_and_unknown_format_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="not found"):
-        collect_dataset(source={"format": "yolo", "path": str(tmp_path / "nope")},
-                        out_dir=tmp_path / "raw")
+        collect_dataset(
+            source={"format": "yolo", "path": str(tmp_path / "nope")}, out_dir=tmp_path / "raw"
+        )
     with pytest.raises(ConfigError, match="data.format='tfrecord'.*yolo"):
         collect_dataset(source={"format": "tfrecord", "path": "x"}, out_dir=tmp_path / "raw")
     with pytest.raises(ConfigError, match="data.colour"):
-        collect_dataset(source={"format": "yolo", "path": "x", "colour": 1},
-                        out_dir=tmp_path / "raw")
+        collect_dataset(
+            source={"format": "yolo", "path": "x", "colour": 1}, out_dir=tmp_path / "raw"
+        )
     assert not (tmp_path / "raw").exists()

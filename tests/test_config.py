@@ -9,11 +9,12 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import REPO, run
 from detflow.augment import build_pipeline
 from detflow.collect import scan_source
 from detflow.models import build_model
 from detflow.optimize import VARIANTS
+
+from conftest import REPO, run
 
 sys.path.insert(0, str(REPO / "stages"))
 from compose_params import compose as compose_params  # noqa: E402
@@ -36,7 +37,8 @@ def test_params_yaml_is_the_composition_of_conf(tmp_path):
     composed = tmp_path / "params.yaml"
     compose_params([], composed)
     assert (REPO / "params.yaml").read_text() == composed.read_text(), (
-        "params.yaml differs from the composition of conf/: run `make params`")
+        "params.yaml differs from the composition of conf/: run `make params`"
+    )
 
 
 def test_params_check_fails_when_someone_edits_only_one_side(tmp_path):
@@ -62,8 +64,9 @@ def test_every_model_option_builds(option):
 @pytest.mark.parametrize("option", _options("augment"))
 def test_every_augment_option_builds(option):
     cfg = _compose([f"augment={option}"])["augment"]
-    pipeline = build_pipeline(transforms=cfg["transforms"], min_visibility=cfg["min_visibility"],
-                              min_area=cfg["min_area"])
+    pipeline = build_pipeline(
+        transforms=cfg["transforms"], min_visibility=cfg["min_visibility"], min_area=cfg["min_area"]
+    )
     assert len(pipeline.transforms) == len(cfg["transforms"])
 
 
@@ -71,8 +74,9 @@ def test_every_augment_option_builds(option):
 def test_every_data_option_composes_and_reads(option):
     if option == "yolo":  # the user's own dataset: data.path is required
         with pytest.raises(Exception, match="data.path"):
-            OmegaConf.to_container(OmegaConf.create(_compose_raw(["data=yolo"])),
-                                   throw_on_missing=True)
+            OmegaConf.to_container(
+                OmegaConf.create(_compose_raw(["data=yolo"])), throw_on_missing=True
+            )
         return
     cfg = _compose([f"data={option}"] + (["data.num_images=5"] if option == "synthetic" else []))
     scan = scan_source({**cfg["data"], "path": str(REPO / cfg["data"]["path"])})
@@ -96,8 +100,11 @@ def test_paths_are_relative_and_under_the_repo():
 
 
 def test_stage_reports_config_errors_in_one_line(tmp_path):
-    result = run([sys.executable, "stages/split.py", "split.train=0.9",
-                  f"hydra.run.dir={tmp_path}"], REPO, check=False)
+    result = run(
+        [sys.executable, "stages/split.py", "split.train=0.9", f"hydra.run.dir={tmp_path}"],
+        REPO,
+        check=False,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -105,7 +112,10 @@ def test_stage_reports_config_errors_in_one_line(tmp_path):
 
 
 def test_stage_reports_a_missing_required_value(tmp_path):
-    result = run([sys.executable, "stages/collect.py", "data=yolo", f"hydra.run.dir={tmp_path}"],
-                 REPO, check=False)
+    result = run(
+        [sys.executable, "stages/collect.py", "data=yolo", f"hydra.run.dir={tmp_path}"],
+        REPO,
+        check=False,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "data.path is required" in result.stderr

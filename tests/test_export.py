@@ -13,19 +13,32 @@ from detflow.runtime import OnnxDetector
 
 def _model(seed: int):
     torch.manual_seed(seed)
-    return build_model(name="fasterrcnn_mobilenet_v2", num_classes=2, backbone_weights="none",
-                       min_size=96, max_size=96, score_threshold=0.0, max_detections=20).eval()
+    return build_model(
+        name="fasterrcnn_mobilenet_v2",
+        num_classes=2,
+        backbone_weights="none",
+        min_size=96,
+        max_size=96,
+        score_threshold=0.0,
+        max_detections=20,
+    ).eval()
 
 
 def _images():
     generator = torch.Generator().manual_seed(0)
     # different sizes: the exported graph's input height and width are dynamic
-    return [torch.rand(3, 96, 128, generator=generator), torch.rand(3, 60, 200, generator=generator)]
+    return [
+        torch.rand(3, 96, 128, generator=generator),
+        torch.rand(3, 60, 200, generator=generator),
+    ]
 
 
 def test_compare_detections_matches_by_label_and_box():
-    ref = {"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float),
-           "labels": np.array([1, 2]), "scores": np.array([0.9, 0.8])}
+    ref = {
+        "boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float),
+        "labels": np.array([1, 2]),
+        "scores": np.array([0.9, 0.8]),
+    }
     same = {k: v[::-1].copy() for k, v in ref.items()}
     same["boxes"][0] += 0.5
     result = compare_detections(ref, same)
@@ -38,9 +51,17 @@ def test_compare_detections_matches_by_label_and_box():
 def test_export_has_metadata_and_parity_gate_catches_a_different_model(tmp_path):
     model, images = _model(0), _images()
     path = tmp_path / "model.onnx"
-    report = export_verified(model=model, onnx_path=path, images=images, names=["a", "b"],
-                             class_names=["cat", "dog"], config={"k": 1}, opset=17,
-                             max_box_error_px=1.0, max_score_error=1e-3)
+    report = export_verified(
+        model=model,
+        onnx_path=path,
+        images=images,
+        names=["a", "b"],
+        class_names=["cat", "dog"],
+        config={"k": 1},
+        opset=17,
+        max_box_error_px=1.0,
+        max_score_error=1e-3,
+    )
     assert report["passed"] and path.exists()
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
@@ -50,8 +71,15 @@ def test_export_has_metadata_and_parity_gate_catches_a_different_model(tmp_path)
     assert len(meta["detflow_config_sha256"]) == 64
     assert OnnxDetector(path).class_names == ["cat", "dog"]
     with pytest.raises(DetflowError, match="ONNX parity failed on a"):
-        check_parity(model=_model(1), onnx_path=path, images=images, names=["a", "b"],
-                     max_box_error_px=1.0, max_score_error=1e-3, score_threshold=0.0)
+        check_parity(
+            model=_model(1),
+            onnx_path=path,
+            images=images,
+            names=["a", "b"],
+            max_box_error_px=1.0,
+            max_score_error=1e-3,
+            score_threshold=0.0,
+        )
 
 
 def test_failed_parity_leaves_no_model_file(tmp_path, monkeypatch):
@@ -62,9 +90,17 @@ def test_failed_parity_leaves_no_model_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(export, "export_onnx", broken_export)
     with pytest.raises(DetflowError, match="parity failed"):
-        export.export_verified(model=_model(0), onnx_path=tmp_path / "m.onnx", images=_images(),
-                               names=["a", "b"], class_names=["cat", "dog"], config={},
-                               opset=17, max_box_error_px=1.0, max_score_error=1e-3)
+        export.export_verified(
+            model=_model(0),
+            onnx_path=tmp_path / "m.onnx",
+            images=_images(),
+            names=["a", "b"],
+            class_names=["cat", "dog"],
+            config={},
+            opset=17,
+            max_box_error_px=1.0,
+            max_score_error=1e-3,
+        )
     assert list(tmp_path.iterdir()) == []
 
 

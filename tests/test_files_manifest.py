@@ -43,14 +43,17 @@ def test_json_refuses_nan(tmp_path):
 
 def test_manifest_roundtrip_and_validation(tmp_path):
     ds = manifest.new_dataset(class_names=["a", "b"])
-    image = manifest.add_image(ds, file_name="x.png", width=10, height=8, source="s/x.png",
-                               group="g")
+    image = manifest.add_image(
+        ds, file_name="x.png", width=10, height=8, source="s/x.png", group="g"
+    )
     manifest.add_box(ds, image_id=image, category_id=2, xywh=[1, 2, 3, 4])
     manifest.save_dataset(ds, tmp_path / "sub" / "d.json", image_dir=tmp_path / "images")
     loaded = manifest.load_dataset(tmp_path / "sub" / "d.json")
     assert loaded["detflow"]["image_dir"] == "../images"
-    assert manifest.image_dir(tmp_path / "sub" / "d.json", loaded).resolve() == (
-        tmp_path / "images").resolve()
+    assert (
+        manifest.image_dir(tmp_path / "sub" / "d.json", loaded).resolve()
+        == (tmp_path / "images").resolve()
+    )
     assert manifest.class_names(loaded) == ["a", "b"]
     assert loaded["annotations"][0]["area"] == 12
     broken = dict(loaded, annotations=[dict(loaded["annotations"][0], image_id=99)])

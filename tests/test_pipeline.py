@@ -13,8 +13,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, run
 from detflow.files import sha256_file
+
+from conftest import REPO, run
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +50,11 @@ def _dvc(repo: Path, *args: str, check=True) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("detflow") / "repo"
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
-                             check=True).stdout.decode().split("\0")
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, tracked):
         if name.startswith("data/sources/") or not (REPO / name).is_file():
             continue
@@ -61,9 +65,16 @@ def tiny_repo(tmp_path_factory) -> Path:
     run(["git", "config", "user.name", "detflow test"], repo)
     run(["git", "config", "user.email", "test@detflow.invalid"], repo)
     _dvc(repo, "config", "hydra.config_name", "tiny")
-    run([sys.executable, "-c", "import os, sys; sys.path.insert(0, 'stages');"
-         "from dvc.utils.hydra import compose_and_dump as c;"
-         "c('params.yaml', os.path.abspath('conf'), None, 'tiny', '.', [])"], repo)
+    run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; sys.path.insert(0, 'stages');"
+            "from dvc.utils.hydra import compose_and_dump as c;"
+            "c('params.yaml', os.path.abspath('conf'), None, 'tiny', '.', [])",
+        ],
+        repo,
+    )
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "tiny copy"], repo)
     _dvc(repo, "repro")
@@ -71,10 +82,17 @@ def tiny_repo(tmp_path_factory) -> Path:
 
 
 def test_all_eight_stages_produce_their_outputs(tiny_repo):
-    for path in ("data/raw/dataset.json", "data/clean/dataset.json", "data/split/test.json",
-                 "data/augmented/train.json", "models/train/best.pt", "models/train/last.pt",
-                 "models/export/model.onnx", "models/optimized/ort_fp32.onnx",
-                 "models/optimized/int8_static.onnx"):
+    for path in (
+        "data/raw/dataset.json",
+        "data/clean/dataset.json",
+        "data/split/test.json",
+        "data/augmented/train.json",
+        "models/train/best.pt",
+        "models/train/last.pt",
+        "models/export/model.onnx",
+        "models/optimized/ort_fp32.onnx",
+        "models/optimized/int8_static.onnx",
+    ):
         assert (tiny_repo / path).is_file(), path
     metrics = json.loads(_dvc(tiny_repo, "metrics", "show", "--json").stdout)
     flat = json.dumps(metrics)
@@ -109,9 +127,19 @@ def test_changing_optimize_params_reruns_only_optimize(tiny_repo):
 def test_hydra_multirun_writes_its_own_folders_only(tiny_repo):
     best = tiny_repo / "models/train/best.pt"
     before = sha256_file(best)
-    result = run([sys.executable, "stages/train.py", "--config-name", "tiny", "-m",
-                  "train.lr=0.01,0.02", "train.epochs=1", "hydra.sweep.dir=multirun/test"],
-                 tiny_repo)
+    result = run(
+        [
+            sys.executable,
+            "stages/train.py",
+            "--config-name",
+            "tiny",
+            "-m",
+            "train.lr=0.01,0.02",
+            "train.epochs=1",
+            "hydra.sweep.dir=multirun/test",
+        ],
+        tiny_repo,
+    )
     runs = sorted((tiny_repo / "multirun/test").glob("*/models/train/best.pt"))
     assert len(runs) == 2, result.stdout + result.stderr
     lrs = {torch.load(p, weights_only=True)["config"]["train"]["lr"] for p in runs}

@@ -35,23 +35,39 @@ def build_pipeline(*, transforms: list[dict], min_visibility: float, min_area: f
         name = spec.pop("name", None)
         cls = getattr(A, str(name), None)
         if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
-            raise ConfigError(f"augment.transforms[{index}].name={name!r} is not an "
-                              "albumentations transform (see albumentations' transform list)")
+            raise ConfigError(
+                f"augment.transforms[{index}].name={name!r} is not an "
+                "albumentations transform (see albumentations' transform list)"
+            )
         try:
             built.append(cls(**spec, strict=True))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"augment.transforms[{index}] {name}: {exc}") from exc
-    params = A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True,
-                          min_visibility=min_visibility, min_area=min_area)
+    params = A.BboxParams(
+        format="pascal_voc",
+        label_fields=["labels"],
+        clip=True,
+        min_visibility=min_visibility,
+        min_area=min_area,
+    )
     return A.Compose(built, bbox_params=params, seed=0)
 
 
-def augment_dataset(*, train_json: str | Path, out_dir: str | Path, transforms: list[dict],
-                    copies: int, min_visibility: float, min_area: float, seed: int) -> dict:
+def augment_dataset(
+    *,
+    train_json: str | Path,
+    out_dir: str | Path,
+    transforms: list[dict],
+    copies: int,
+    min_visibility: float,
+    min_area: float,
+    seed: int,
+) -> dict:
     """Write ``out_dir/train.json`` + ``out_dir/images/`` (originals and copies); report."""
     require_positive("augment.copies", copies, allow_zero=True)
-    pipeline = build_pipeline(transforms=transforms, min_visibility=min_visibility,
-                              min_area=min_area)
+    pipeline = build_pipeline(
+        transforms=transforms, min_visibility=min_visibility, min_area=min_area
+    )
     source = manifest.load_dataset(train_json)
     src_images = manifest.image_dir(train_json, source)
     boxes_of = manifest.annotations_by_image(source)
@@ -76,19 +92,40 @@ def augment_dataset(*, train_json: str | Path, out_dir: str | Path, transforms: 
                 Image.fromarray(result["image"]).save(buffer, format="PNG")
                 (folder / name).write_bytes(buffer.getvalue())
                 height, width = result["image"].shape[:2]
-                _add(out, image, name, width, height, result["bboxes"], result["labels"],
-                     augmented_from=image["file_name"])
+                _add(
+                    out,
+                    image,
+                    name,
+                    width,
+                    height,
+                    result["bboxes"],
+                    result["labels"],
+                    augmented_from=image["file_name"],
+                )
         manifest.save_dataset(out, tmp / "train.json", image_dir=folder)
-    return {"images_in": len(source["images"]), "images_out": len(out["images"]),
-            "boxes_in": len(source["annotations"]), "boxes_out": len(out["annotations"]),
-            "boxes_dropped": dropped, "copies": copies}
+    return {
+        "images_in": len(source["images"]),
+        "images_out": len(out["images"]),
+        "boxes_in": len(source["annotations"]),
+        "boxes_out": len(out["annotations"]),
+        "boxes_dropped": dropped,
+        "copies": copies,
+    }
 
 
 def _add(out, image, file_name, width, height, xyxy, labels, augmented_from=None):
-    new_id = manifest.add_image(out, file_name=file_name, width=width, height=height,
-                                source=image["source"], group=image["group"],
-                                augmented_from=augmented_from)
-    for box, label in zip(xyxy_to_xywh(np.asarray(xyxy, dtype=float).reshape(-1, 4)), labels):
+    new_id = manifest.add_image(
+        out,
+        file_name=file_name,
+        width=width,
+        height=height,
+        source=image["source"],
+        group=image["group"],
+        augmented_from=augmented_from,
+    )
+    for box, label in zip(
+        xyxy_to_xywh(np.asarray(xyxy, dtype=float).reshape(-1, 4)), labels, strict=True
+    ):
         manifest.add_box(out, image_id=new_id, category_id=int(label), xywh=box)
 
 

@@ -77,5 +77,6 @@ def exif_orient_xyxy(boxes, *, orientation: int, width: int, height: int) -> np.
         return b.copy()
     xa, ya = corner_maps[orientation](b[:, 0], b[:, 1])
     xb, yb = corner_maps[orientation](b[:, 2], b[:, 3])
-    return np.stack([np.minimum(xa, xb), np.minimum(ya, yb),
-                     np.maximum(xa, xb), np.maximum(ya, yb)], axis=1)
+    return np.stack(
+        [np.minimum(xa, xb), np.minimum(ya, yb), np.maximum(xa, xb), np.maximum(ya, yb)], axis=1
+    )

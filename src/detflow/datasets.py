@@ -44,9 +44,11 @@ class DetectionDataset(Dataset):
         image = self.images[index]
         anns = self._boxes.get(image["id"], [])
         boxes = xywh_to_xyxy([a["bbox"] for a in anns]).astype(np.float32)
-        return {"boxes": torch.from_numpy(boxes).reshape(-1, 4),
-                "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
-                "image_id": image["id"]}
+        return {
+            "boxes": torch.from_numpy(boxes).reshape(-1, 4),
+            "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
+            "image_id": image["id"],
+        }
 
     def __getitem__(self, index: int):
         return image_to_tensor(load_rgb(self.image_path(index))), self.target(index)
@@ -54,4 +56,4 @@ class DetectionDataset(Dataset):
 
 def collate(batch):
     """Keep images and targets as lists (detection images differ in size)."""
-    return tuple(zip(*batch))
+    return tuple(zip(*batch, strict=True))

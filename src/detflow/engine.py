@@ -45,15 +45,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_detector(*, model_config: dict, postprocess: dict, train_json: str | Path,
-                   val_json: str | Path, out_dir: str | Path, epochs: int, batch_size: int,
-                   lr: float, momentum: float, weight_decay: float, warmup_steps: int, seed: int,
-                   device: str = "auto", threads: int = 0, config: dict | None = None,
-                   on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
+def train_detector(
+    *,
+    model_config: dict,
+    postprocess: dict,
+    train_json: str | Path,
+    val_json: str | Path,
+    out_dir: str | Path,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    warmup_steps: int,
+    seed: int,
+    device: str = "auto",
+    threads: int = 0,
+    config: dict | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> dict:
     """Train, validate each epoch, write ``out_dir/last.pt`` and ``out_dir/best.pt`` (by val
     mAP50); return the best epoch's metrics."""
-    for key, value in (("train.epochs", epochs), ("train.batch_size", batch_size),
-                       ("train.lr", lr)):
+    for key, value in (
+        ("train.epochs", epochs),
+        ("train.batch_size", batch_size),
+        ("train.lr", lr),
+    ):
         require_positive(key, value)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     seed_everything(seed)
@@ -64,29 +81,59 @@ def train_detector(*, model_config: dict, postprocess: dict, train_json: str | P
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, collate_fn=collate,
-                        generator=generator, num_workers=0)
+    loader = DataLoader(
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        generator=generator,
+        num_workers=0,
+    )
     total = epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _warmup_cosine(step, warmup_steps, total))
-    meta = {"schema": SCHEMA, "model": dict(model_config), "postprocess": dict(postprocess),
-            "class_names": train_set.class_names, "config": config or {}}
+        optimizer, lambda step: _warmup_cosine(step, warmup_steps, total)
+    )
+    meta = {
+        "schema": SCHEMA,
+        "model": dict(model_config),
+        "postprocess": dict(postprocess),
+        "class_names": train_set.class_names,
+        "config": config or {},
+    }
     best, out_dir = None, Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(1, epochs + 1):
         loss, seconds = _train_epoch(model, loader, optimizer, scheduler, target, epoch)
         val = evaluate_model(model, val_set, device=target)
-        metrics = {"epoch": epoch, "train_loss": loss, "lr": optimizer.param_groups[0]["lr"],
-                   "train_images_per_s": len(train_set) / seconds,
-                   "val_map50": val["map50"], "val_map50_95": val["map50_95"]}
+        metrics = {
+            "epoch": epoch,
+            "train_loss": loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_images_per_s": len(train_set) / seconds,
+            "val_map50": val["map50"],
+            "val_map50_95": val["map50_95"],
+        }
         state = {**meta, "epoch": epoch, "metrics": metrics, "model_state": model.state_dict()}
-        save_checkpoint({**state, "optimizer_state": optimizer.state_dict(),
-                         "scheduler_state": scheduler.state_dict()}, out_dir / "last.pt")
+        save_checkpoint(
+            {
+                **state,
+                "optimizer_state": optimizer.state_dict(),
+                "scheduler_state": scheduler.state_dict(),
+            },
+            out_dir / "last.pt",
+        )
         if best is None or metrics["val_map50"] > best["val_map50"]:
             best = metrics
             save_checkpoint(state, out_dir / "best.pt")
-        log.info("epoch %d/%d: loss %.4f, val mAP50 %.4f, mAP50-95 %.4f, %.2f img/s", epoch,
-                 epochs, loss, val["map50"], val["map50_95"], metrics["train_images_per_s"])
+        log.info(
+            "epoch %d/%d: loss %.4f, val mAP50 %.4f, mAP50-95 %.4f, %.2f img/s",
+            epoch,
+            epochs,
+            loss,
+            val["map50"],
+            val["map50_95"],
+            metrics["train_images_per_s"],
+        )
         if on_epoch_end:
             on_epoch_end(epoch, metrics)
     return best
@@ -103,13 +150,16 @@ def _train_epoch(model, loader, optimizer, scheduler, device, epoch):
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None)
     for step, (images, targets) in enumerate(bar, start=1):
         images = [im.to(device) for im in images]
-        targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()}
-                   for t in targets]
+        targets = [
+            {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets
+        ]
         losses = model(images, targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
-            raise DetflowError(f"non-finite loss {loss.item()} at epoch {epoch} step {step}; "
-                               "lower train.lr (last good checkpoint kept)")
+            raise DetflowError(
+                f"non-finite loss {loss.item()} at epoch {epoch} step {step}; "
+                "lower train.lr (last good checkpoint kept)"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -120,14 +170,14 @@ def _train_epoch(model, loader, optimizer, scheduler, device, epoch):
 
 
 @torch.inference_mode()
-def predict(model, images: list[torch.Tensor], device=torch.device("cpu")) -> list[dict]:
+def predict(model, images: list[torch.Tensor], device: str | torch.device = "cpu") -> list[dict]:
     """Run ``model`` on ``[3, H, W]`` images; outputs ``boxes`` xyxy px, ``labels``, ``scores``."""
     model.eval()
     outputs = model([im.to(device) for im in images])
     return [{k: v.detach().cpu() for k, v in out.items()} for out in outputs]
 
 
-def evaluate_model(model, dataset: DetectionDataset, *, device=torch.device("cpu")) -> dict:
+def evaluate_model(model, dataset: DetectionDataset, *, device: str | torch.device = "cpu") -> dict:
     """COCO metrics of ``model`` on ``dataset`` plus per-image latency (ms, batch 1)."""
 
     def predict_one(image: torch.Tensor) -> dict:
@@ -152,8 +202,11 @@ def load_checkpoint(path: str | Path, *, postprocess: dict | None = None, device
     if not isinstance(state, dict) or state.get("schema") != SCHEMA:
         raise DetflowError(f"{path}: not a detflow checkpoint ({SCHEMA})")
     model_config = {**state["model"], "backbone_weights": "none"}
-    model = build_model(**model_config, num_classes=len(state["class_names"]),
-                        **(postprocess or state["postprocess"]))
+    model = build_model(
+        **model_config,
+        num_classes=len(state["class_names"]),
+        **(postprocess or state["postprocess"]),
+    )
     model.load_state_dict(state["model_state"])
     model.eval()
     return model, state

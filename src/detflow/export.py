@@ -19,8 +19,15 @@ from detflow.files import atomic_file
 from detflow.runtime import OnnxDetector
 
 
-def export_onnx(*, model: torch.nn.Module, onnx_path: str | Path, sample: torch.Tensor,
-                class_names: list[str], config: dict, opset: int = 17) -> None:
+def export_onnx(
+    *,
+    model: torch.nn.Module,
+    onnx_path: str | Path,
+    sample: torch.Tensor,
+    class_names: list[str],
+    config: dict,
+    opset: int = 17,
+) -> None:
     """Export ``model`` (eval mode) with a dynamic ``[3, H, W]`` input to ``onnx_path``.
 
     The file passes ``onnx.checker`` and carries class names, input spec, normalisation,
@@ -29,23 +36,38 @@ def export_onnx(*, model: torch.nn.Module, onnx_path: str | Path, sample: torch.
     model.eval()
     tmp = str(onnx_path)
     torch.onnx.export(
-        model, ([sample],), tmp, opset_version=opset, dynamo=False,
-        input_names=["image"], output_names=["boxes", "labels", "scores"],
-        dynamic_axes={"image": {1: "height", 2: "width"}, "boxes": {0: "detections"},
-                      "labels": {0: "detections"}, "scores": {0: "detections"}},
+        model,
+        ([sample],),
+        tmp,
+        opset_version=opset,
+        dynamo=False,
+        input_names=["image"],
+        output_names=["boxes", "labels", "scores"],
+        dynamic_axes={
+            "image": {1: "height", 2: "width"},
+            "boxes": {0: "detections"},
+            "labels": {0: "detections"},
+            "scores": {0: "detections"},
+        },
     )
     proto = onnx.load(tmp)
     transform = model.transform
     meta = {
         "detflow_class_names": json.dumps(class_names),
-        "detflow_input": json.dumps({"layout": "CHW", "dtype": "float32", "range": [0, 1],
-                                     "min_size": list(transform.min_size),
-                                     "max_size": transform.max_size}),
-        "detflow_normalize": json.dumps({"mean": transform.image_mean,
-                                         "std": transform.image_std}),
+        "detflow_input": json.dumps(
+            {
+                "layout": "CHW",
+                "dtype": "float32",
+                "range": [0, 1],
+                "min_size": list(transform.min_size),
+                "max_size": transform.max_size,
+            }
+        ),
+        "detflow_normalize": json.dumps({"mean": transform.image_mean, "std": transform.image_std}),
         "detflow_score_threshold": str(_score_threshold(model)),
         "detflow_config_sha256": hashlib.sha256(
-            json.dumps(config, sort_keys=True).encode()).hexdigest(),
+            json.dumps(config, sort_keys=True).encode()
+        ).hexdigest(),
     }
     onnx.helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)
@@ -70,34 +92,48 @@ def compare_detections(reference: dict, candidate: dict) -> dict:
         j = same[int(np.argmin(distance))]
         used[j] = True
         box_error = max(box_error, float(distance.min()))
-        score_error = max(score_error, abs(float(candidate["scores"][j] -
-                                                 reference["scores"][i])))
+        score_error = max(score_error, abs(float(candidate["scores"][j] - reference["scores"][i])))
     unmatched += [float(s) for s in np.asarray(candidate["scores"])[~used]]
-    return {"max_box_error_px": box_error, "max_score_error": score_error,
-            "unmatched_scores": unmatched}
+    return {
+        "max_box_error_px": box_error,
+        "max_score_error": score_error,
+        "unmatched_scores": unmatched,
+    }
 
 
-def check_parity(*, model: torch.nn.Module, onnx_path: str | Path, images: list[torch.Tensor],
-                 names: list[str], max_box_error_px: float, max_score_error: float,
-                 score_threshold: float) -> dict:
+def check_parity(
+    *,
+    model: torch.nn.Module,
+    onnx_path: str | Path,
+    images: list[torch.Tensor],
+    names: list[str],
+    max_box_error_px: float,
+    max_score_error: float,
+    score_threshold: float,
+) -> dict:
     """Compare ORT with PyTorch on ``images``; DetflowError names the worst image on failure.
 
     Unmatched detections are tolerated only within ``max_score_error`` of the score
     threshold (they may cross it through rounding alone).
     """
     detector = OnnxDetector(onnx_path)
-    worst, report = None, {"images": len(images), "max_box_error_px": 0.0,
-                           "max_score_error": 0.0, "detections": 0}
+    worst, report = (
+        None,
+        {"images": len(images), "max_box_error_px": 0.0, "max_score_error": 0.0, "detections": 0},
+    )
     with torch.inference_mode():
-        for name, image in zip(names, images):
+        for name, image in zip(names, images, strict=True):
             reference = {k: v.numpy() for k, v in model([image])[0].items()}
             result = compare_detections(reference, detector(image.numpy()))
             report["detections"] += len(reference["scores"])
             bad = [s for s in result["unmatched_scores"] if s > score_threshold + max_score_error]
             for key in ("max_box_error_px", "max_score_error"):
                 report[key] = max(report[key], result[key])
-            failed = (bad or result["max_box_error_px"] > max_box_error_px
-                      or result["max_score_error"] > max_score_error)
+            failed = (
+                bad
+                or result["max_box_error_px"] > max_box_error_px
+                or result["max_score_error"] > max_score_error
+            )
             if failed and worst is None:
                 worst = (name, result, bad)
     report["passed"] = worst is None
@@ -106,24 +142,45 @@ def check_parity(*, model: torch.nn.Module, onnx_path: str | Path, images: list[
         raise DetflowError(
             f"ONNX parity failed on {name}: box error {result['max_box_error_px']:.3f}px "
             f"(limit {max_box_error_px}), score error {result['max_score_error']:.2e} "
-            f"(limit {max_score_error}), {len(bad)} unmatched detections; not exported")
+            f"(limit {max_score_error}), {len(bad)} unmatched detections; not exported"
+        )
     return report
 
 
-def export_verified(*, model: torch.nn.Module, onnx_path: str | Path, images: list[torch.Tensor],
-                    names: list[str], class_names: list[str], config: dict, opset: int,
-                    max_box_error_px: float, max_score_error: float) -> dict:
+def export_verified(
+    *,
+    model: torch.nn.Module,
+    onnx_path: str | Path,
+    images: list[torch.Tensor],
+    names: list[str],
+    class_names: list[str],
+    config: dict,
+    opset: int,
+    max_box_error_px: float,
+    max_score_error: float,
+) -> dict:
     """Export, then check parity on ``images``; the file appears at ``onnx_path`` only if
     parity holds. Returns the parity report."""
     if not images:
         raise DetflowError("export: no images to check parity on; the test split is empty")
     with atomic_file(onnx_path) as tmp:
-        export_onnx(model=model, onnx_path=tmp, sample=images[0], class_names=class_names,
-                    config=config, opset=opset)
-        report = check_parity(model=model, onnx_path=tmp, images=images, names=names,
-                              max_box_error_px=max_box_error_px,
-                              max_score_error=max_score_error,
-                              score_threshold=_score_threshold(model))
+        export_onnx(
+            model=model,
+            onnx_path=tmp,
+            sample=images[0],
+            class_names=class_names,
+            config=config,
+            opset=opset,
+        )
+        report = check_parity(
+            model=model,
+            onnx_path=tmp,
+            images=images,
+            names=names,
+            max_box_error_px=max_box_error_px,
+            max_score_error=max_score_error,
+            score_threshold=_score_threshold(model),
+        )
     report["opset"] = opset
     report["size_mb"] = Path(onnx_path).stat().st_size / 1e6
     return report

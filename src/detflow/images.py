@@ -57,7 +57,9 @@ def _open(data: bytes, *, name: str, max_pixels: int) -> Image.Image:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise DataError(f"{name}: image exceeds the pixel limit ({exc})") from exc
         except (OSError, ValueError, SyntaxError) as exc:
-            raise DataError(f"{name}: not a readable image ({exc}); re-export or remove it") from exc
+            raise DataError(
+                f"{name}: not a readable image ({exc}); re-export or remove it"
+            ) from exc
     width, height = image.size
     if width * height > max_pixels:
         raise DataError(

@@ -27,12 +27,19 @@ def new_dataset(*, class_names: list[str]) -> dict:
     return {"info": {"schema": SCHEMA}, "categories": categories, "images": [], "annotations": []}
 
 
-def add_image(dataset: dict, *, file_name: str, width: int, height: int, source: str,
-              group: str, **extra) -> int:
+def add_image(
+    dataset: dict, *, file_name: str, width: int, height: int, source: str, group: str, **extra
+) -> int:
     """Append an image record; returns its id (1-based, in insertion order)."""
     image_id = len(dataset["images"]) + 1
-    record = {"id": image_id, "file_name": file_name, "width": int(width),
-              "height": int(height), "source": source, "group": group}
+    record = {
+        "id": image_id,
+        "file_name": file_name,
+        "width": int(width),
+        "height": int(height),
+        "source": source,
+        "group": group,
+    }
     record.update({k: v for k, v in extra.items() if v is not None})
     dataset["images"].append(record)
     return image_id
@@ -42,9 +49,16 @@ def add_box(dataset: dict, *, image_id: int, category_id: int, xywh) -> int:
     """Append an annotation with COCO ``xywh`` pixels; returns its id."""
     x, y, w, h = (float(v) for v in xywh)
     ann_id = len(dataset["annotations"]) + 1
-    dataset["annotations"].append({"id": ann_id, "image_id": int(image_id),
-                                   "category_id": int(category_id), "bbox": [x, y, w, h],
-                                   "area": w * h, "iscrowd": 0})
+    dataset["annotations"].append(
+        {
+            "id": ann_id,
+            "image_id": int(image_id),
+            "category_id": int(category_id),
+            "bbox": [x, y, w, h],
+            "area": w * h,
+            "iscrowd": 0,
+        }
+    )
     return ann_id
 
 
@@ -109,5 +123,6 @@ def _validate(dataset, json_path: Path) -> None:
     image_ids = {im.get("id") for im in dataset["images"]}
     for ann in dataset["annotations"]:
         if ann.get("image_id") not in image_ids:
-            raise DataError(f"{json_path}: annotation {ann.get('id')} names unknown image "
-                            f"{ann.get('image_id')}")
+            raise DataError(
+                f"{json_path}: annotation {ann.get('id')} names unknown image {ann.get('image_id')}"
+            )

@@ -50,8 +50,14 @@ def build_ort_fp32(source: Path, target: Path) -> None:
         ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
 
 
-def build_int8_static(source: Path, target: Path, *, calibration: list[np.ndarray],
-                      per_channel: bool, reduce_range: bool) -> None:
+def build_int8_static(
+    source: Path,
+    target: Path,
+    *,
+    calibration: list[np.ndarray],
+    per_channel: bool,
+    reduce_range: bool,
+) -> None:
     """QDQ INT8 static quantization, MinMax-calibrated on ``calibration`` images."""
     if not calibration:
         raise ConfigError("optimize.calibration_images must be > 0 and the val split non-empty")
@@ -62,16 +68,29 @@ def build_int8_static(source: Path, target: Path, *, calibration: list[np.ndarra
             quant_pre_process(str(source), str(prepared), skip_optimization=True)
         except Exception:  # noqa: BLE001 - pre-processing is an optional improvement
             shutil.copyfile(source, prepared)
-        quantize_static(str(prepared), str(tmp), _ImageReader(input_name, calibration),
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS,
-                        per_channel=per_channel, reduce_range=reduce_range,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+        quantize_static(
+            str(prepared),
+            str(tmp),
+            _ImageReader(input_name, calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=QUANTIZED_OPS,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
 
 
-def build_variants(*, onnx_path: str | Path, out_dir: str | Path, variants: list[str],
-                   calibration: list[np.ndarray], per_channel: bool = False,
-                   reduce_range: bool = False) -> dict[str, Path]:
+def build_variants(
+    *,
+    onnx_path: str | Path,
+    out_dir: str | Path,
+    variants: list[str],
+    calibration: list[np.ndarray],
+    per_channel: bool = False,
+    reduce_range: bool = False,
+) -> dict[str, Path]:
     """Build each named variant into ``out_dir/<name>.onnx``; returns name → path."""
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     if not onnx_path.exists():
@@ -84,8 +103,13 @@ def build_variants(*, onnx_path: str | Path, out_dir: str | Path, variants: list
         if name == "ort_fp32":
             build_ort_fp32(onnx_path, target)
         else:
-            build_int8_static(onnx_path, target, calibration=calibration,
-                              per_channel=per_channel, reduce_range=reduce_range)
+            build_int8_static(
+                onnx_path,
+                target,
+                calibration=calibration,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+            )
         built[name] = target
     return built
 
@@ -101,19 +125,26 @@ def benchmark(*, models: dict[str, Path], dataset, warmup_runs: int = 2) -> dict
         for _ in range(warmup_runs):
             detector(first)
         metrics = evaluate_predictor(lambda image, d=detector: d(image.numpy()), dataset)
-        table[name] = {"size_mb": round(Path(path).stat().st_size / 1e6, 3),
-                       "map50_95": metrics["map50_95"], "map50": metrics["map50"],
-                       "latency_ms_p50": metrics["latency_ms_p50"],
-                       "latency_ms_p95": metrics["latency_ms_p95"],
-                       "provider": detector.provider}
+        table[name] = {
+            "size_mb": round(Path(path).stat().st_size / 1e6, 3),
+            "map50_95": metrics["map50_95"],
+            "map50": metrics["map50"],
+            "latency_ms_p50": metrics["latency_ms_p50"],
+            "latency_ms_p95": metrics["latency_ms_p95"],
+            "provider": detector.provider,
+        }
     return table
 
 
 def markdown_table(table: dict[str, dict]) -> str:
     """The benchmark as a markdown table, one row per variant."""
-    rows = ["| variant | size MB | mAP50-95 | mAP50 | p50 ms | p95 ms | provider |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| variant | size MB | mAP50-95 | mAP50 | p50 ms | p95 ms | provider |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in table.items():
-        rows.append(f"| {name} | {r['size_mb']:.1f} | {r['map50_95']:.3f} | {r['map50']:.3f} "
-                    f"| {r['latency_ms_p50']:.1f} | {r['latency_ms_p95']:.1f} | {r['provider']} |")
+        rows.append(
+            f"| {name} | {r['size_mb']:.1f} | {r['map50_95']:.3f} | {r['map50']:.3f} "
+            f"| {r['latency_ms_p50']:.1f} | {r['latency_ms_p95']:.1f} | {r['provider']} |"
+        )
     return "\n".join(rows)

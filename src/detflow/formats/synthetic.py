@@ -16,8 +16,9 @@ from detflow.formats.base import SourceBox, SourceImage, SourceScan
 SHAPES = ("circle", "square", "triangle")
 
 
-def generate_synthetic(*, num_images: int, image_size: int, classes: list[str], seed: int,
-                       max_objects: int = 3) -> SourceScan:
+def generate_synthetic(
+    *, num_images: int, image_size: int, classes: list[str], seed: int, max_objects: int = 3
+) -> SourceScan:
     """Generate ``num_images`` RGB images of ``image_size``² px holding 0..``max_objects`` shapes.
 
     Every fifth image is a negative (no shapes). Groups pair consecutive images (``i // 2``),
@@ -36,9 +37,16 @@ def generate_synthetic(*, num_images: int, image_size: int, classes: list[str], 
         boxes = [] if index % 5 == 4 else _draw_shapes(canvas, rng, classes, max_objects)
         buffer = io.BytesIO()
         canvas.save(buffer, format="PNG")
-        scan.images.append(SourceImage(source=f"synthetic/{index:05d}.png", group=f"g{index // 2}",
-                                       width=image_size, height=image_size, boxes=boxes,
-                                       data=buffer.getvalue()))
+        scan.images.append(
+            SourceImage(
+                source=f"synthetic/{index:05d}.png",
+                group=f"g{index // 2}",
+                width=image_size,
+                height=image_size,
+                boxes=boxes,
+                data=buffer.getvalue(),
+            )
+        )
     return scan
 
 
@@ -66,6 +74,8 @@ def _draw_shapes(canvas: Image.Image, rng, classes, max_objects) -> list[SourceB
         elif name == "square":
             draw.rectangle(box, fill=colour)
         else:
-            draw.polygon([(x0, y0 + side), (x0 + side, y0 + side), (x0 + side / 2, y0)], fill=colour)
+            draw.polygon(
+                [(x0, y0 + side), (x0 + side, y0 + side), (x0 + side / 2, y0)], fill=colour
+            )
         boxes.append(SourceBox(name, (float(x0), float(y0), float(x0 + side), float(y0 + side))))
     return boxes

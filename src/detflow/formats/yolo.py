@@ -22,8 +22,13 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 SPLIT_NAMES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
 
 
-def read_yolo(root: str | Path, *, names: list[str] | None = None, group_regex: str | None = None,
-              max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceScan:
+def read_yolo(
+    root: str | Path,
+    *,
+    names: list[str] | None = None,
+    group_regex: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> SourceScan:
     """Scan a YOLO dataset folder. Malformed lines and unreadable images are dropped, listed."""
     root = Path(root)
     if not root.is_dir():
@@ -41,10 +46,20 @@ def read_yolo(root: str | Path, *, names: list[str] | None = None, group_regex: 
         except DataError as exc:
             scan.drop(rel, "image", "unreadable_image", _reason(exc, rel))
             continue
-        boxes = _read_labels(label, root, scan, width=width, height=height) if label.exists() else []
-        scan.images.append(SourceImage(source=rel, group=_group(path, pattern), width=width,
-                                       height=height, boxes=boxes, path=path,
-                                       split=_split_of(path, root)))
+        boxes = (
+            _read_labels(label, root, scan, width=width, height=height) if label.exists() else []
+        )
+        scan.images.append(
+            SourceImage(
+                source=rel,
+                group=_group(path, pattern),
+                width=width,
+                height=height,
+                boxes=boxes,
+                path=path,
+                split=_split_of(path, root),
+            )
+        )
     for label in sorted(root.rglob("*.txt")):
         if "labels" in label.relative_to(root).parts and label not in used_labels:
             scan.drop(label.relative_to(root).as_posix(), "label", "orphan_label", "no image")
@@ -56,8 +71,10 @@ def _class_names(root: Path, names) -> list[str]:
         return [str(n) for n in names]
     data_yaml = root / "data.yaml"
     if not data_yaml.exists():
-        raise ConfigError(f"data.names is empty and {data_yaml} does not exist; "
-                          "list the class names in data.names")
+        raise ConfigError(
+            f"data.names is empty and {data_yaml} does not exist; "
+            "list the class names in data.names"
+        )
     try:
         meta = yaml.safe_load(data_yaml.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -96,8 +113,12 @@ def _read_labels(label: Path, root: Path, scan: SourceScan, *, width: int, heigh
             scan.drop(where, "box", "non_finite", line.strip())
             continue
         if not 0 <= class_id < len(scan.class_names):
-            scan.drop(where, "box", "unknown_class",
-                      f"class id {class_id} not in 0..{len(scan.class_names) - 1}")
+            scan.drop(
+                where,
+                "box",
+                "unknown_class",
+                f"class id {class_id} not in 0..{len(scan.class_names) - 1}",
+            )
             continue
         xyxy = yolo_to_xyxy([values], width=width, height=height)[0]
         boxes.append(SourceBox(scan.class_names[class_id], tuple(float(v) for v in xyxy)))
@@ -138,4 +159,4 @@ def _group(path: Path, pattern) -> str:
 
 def _reason(exc: DataError, rel: str) -> str:
     text = str(exc)
-    return text[len(rel) + 2:] if text.startswith(rel + ": ") else text
+    return text[len(rel) + 2 :] if text.startswith(rel + ": ") else text
