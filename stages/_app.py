@@ -39,6 +39,7 @@ def stage(run):
 
     @functools.wraps(run)
     def task(cfg):
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines reach DVC's log as they come
         name = HydraConfig.get().job.name
         try:
             config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

@@ -78,20 +78,21 @@ def train_detector(
     target = resolve_device(device)
     model = build_model(**model_config, num_classes=len(train_set.class_names), **postprocess)
     model.to(target)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         train_set,
         batch_size=batch_size,
         shuffle=True,
         collate_fn=collate,
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed),
         num_workers=0,
     )
-    total = epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _warmup_cosine(step, warmup_steps, total)
+    optimizer, scheduler = _sgd_warmup_cosine(
+        model,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        warmup=warmup_steps,
+        total=epochs * len(loader),
     )
     meta = {
         "schema": SCHEMA,
@@ -139,9 +140,16 @@ def train_detector(
     return best
 
 
-def _warmup_cosine(step: int, warmup: int, total: int) -> float:
-    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-    return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+def _sgd_warmup_cosine(model, *, lr, momentum, weight_decay, warmup, total):
+    """SGD on the trainable parameters; per-step linear warmup, then cosine decay to 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _train_epoch(model, loader, optimizer, scheduler, device, epoch):

@@ -124,6 +124,7 @@ def _fasterrcnn_mobilenet_v2(
         ),
         key="model.backbone_weights",
         value=backbone_weights,
+        weights_enum=MobileNet_V2_Weights,
     )
     fold_frozen_batchnorm(backbone)
     anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
@@ -173,17 +174,19 @@ def _none(value):
     return None if value in (None, "none", "None") else value
 
 
-def _load(build, *, key: str, value):
+def _load(build, *, key: str, value, weights_enum=None):
     """Run ``build``; turn a failed weights download into a ConfigError naming the file."""
     try:
         return build()
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
         cache = Path(torch.hub.get_dir()) / "checkpoints"
-        url = getattr(exc, "url", None) or str(exc)
+        try:
+            file_name = Path(weights_enum[value].url).name
+        except (KeyError, TypeError):
+            file_name = "torchvision's weights file for it"
         raise ConfigError(
-            f"{key}={value!r}: weights could not be downloaded ({url}); place the "
-            f"weights file in {cache} (`make weights` does this for MobileNetV2) "
-            f"or set {key}=none"
+            f"{key}={value!r}: weights could not be downloaded ({exc}); place {file_name} in "
+            f"{cache} (`make weights` does this for MobileNetV2) or set {key}=none"
         ) from exc
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"{key}={value!r} is not a torchvision weights name ({exc})") from exc

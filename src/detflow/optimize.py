@@ -7,7 +7,6 @@ quantized, so box decoding and NMS stay in float).
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -64,10 +63,10 @@ def build_int8_static(
     input_name = make_session(source).get_inputs()[0].name
     with tempfile.TemporaryDirectory() as work, atomic_file(target) as tmp:
         prepared = Path(work) / "prepared.onnx"
-        try:
-            quant_pre_process(str(source), str(prepared), skip_optimization=True)
-        except Exception:  # noqa: BLE001 - pre-processing is an optional improvement
-            shutil.copyfile(source, prepared)
+        # ONNX shape inference only: ORT's symbolic pass cannot complete on detector graphs
+        quant_pre_process(
+            str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True
+        )
         quantize_static(
             str(prepared),
             str(tmp),
