@@ -16,6 +16,7 @@ def main(cfg: dict, root: Path) -> dict:
         out_dir=root / paths["clean"],
         min_box_px=options["min_box_px"],
         clip_tolerance_px=options["clip_tolerance_px"],
+        near_duplicate_distance=options["near_duplicate_distance"],
         max_pixels=cfg["limits"]["max_pixels"],
     )
     write_json(root / paths["reports"] / "clean.json", report)

@@ -21,6 +21,7 @@ from detflow.boxes import exif_orient_xyxy, xywh_to_xyxy, xyxy_to_xywh
 from detflow.errors import DataError, require_positive
 from detflow.files import atomic_dir
 from detflow.images import DEFAULT_MAX_PIXELS, decode_rgb
+from detflow.near_duplicates import clusters, near_duplicate_pairs, perceptual_hash
 
 EXIF_ORIENTATION = 0x0112
 
@@ -31,11 +32,17 @@ def clean_dataset(
     out_dir: str | Path,
     min_box_px: float = 2.0,
     clip_tolerance_px: float = 4.0,
+    near_duplicate_distance: int | None = 4,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict:
-    """Write the cleaned ``out_dir/dataset.json`` + ``out_dir/images/``; return the report."""
+    """Write the cleaned ``out_dir/dataset.json`` + ``out_dir/images/``; return the report.
+
+    Near-duplicates (perceptual-hash distance ``<= near_duplicate_distance``; ``None``
+    disables) are kept but merged into one ``group``, so a split keeps them together."""
     require_positive("clean.min_box_px", min_box_px, allow_zero=True)
     require_positive("clean.clip_tolerance_px", clip_tolerance_px, allow_zero=True)
+    if near_duplicate_distance is not None:
+        require_positive("clean.near_duplicate_distance", near_duplicate_distance, allow_zero=True)
     source = manifest.load_dataset(in_json)
     src_images = manifest.image_dir(in_json, source)
     boxes_of = manifest.annotations_by_image(source)
@@ -43,6 +50,7 @@ def clean_dataset(
     out = manifest.new_dataset(class_names=manifest.class_names(source))
     log = _Log()
     seen: dict[str, str] = {}
+    hashes: list[int] = []
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         for image in tqdm(source["images"], desc="clean", unit="img", leave=False, disable=None):
@@ -58,6 +66,7 @@ def clean_dataset(
                 log.drop_image(image, anns, "exact_duplicate", f"same pixels as {seen[digest]}")
                 continue
             seen[digest] = image["source"]
+            hashes.append(perceptual_hash(rgb))
             file_name = _write_image(data, rgb, digest, tmp / "images")
             orientation = _orientation(data)
             new_id = manifest.add_image(
@@ -89,8 +98,31 @@ def clean_dataset(
                     )
         if not out["images"]:
             raise DataError(f"{in_json}: every image was dropped by clean; see the report reasons")
+        near = _merge_near_duplicate_groups(out, hashes, near_duplicate_distance)
         manifest.save_dataset(out, tmp / "dataset.json", image_dir=tmp / "images")
-    return log.report(source, out)
+    return {**log.report(source, out), **near}
+
+
+def _merge_near_duplicate_groups(dataset: dict, hashes: list[int], max_distance) -> dict:
+    """Give every image of a near-duplicate cluster (joined through shared groups too) the
+    group of the cluster's first image; report the pairs found."""
+    images = dataset["images"]
+    pairs = [] if max_distance is None else near_duplicate_pairs(hashes, max_distance=max_distance)
+    first_of_group: dict[str, int] = {}
+    links = list(pairs)
+    for index, image in enumerate(images):
+        links.append((first_of_group.setdefault(image["group"], index), index))
+    roots = clusters(len(images), links)
+    groups_before = len(first_of_group)
+    for index, image in enumerate(images):
+        image["group"] = images[roots[index]]["group"]
+    return {
+        "near_duplicate_pairs": len(pairs),
+        "groups_merged": groups_before - len({im["group"] for im in images}),
+        "near_duplicates": [
+            {"a": images[i]["source"], "b": images[j]["source"], "distance": d} for i, j, d in pairs
+        ],
+    }
 
 
 def _check_box(ann, image, orientation, size, valid_categories, min_px, tolerance, log):

@@ -1,7 +1,11 @@
-"""split: seeded, group-aware train/val/test split of the canonical dataset.
+"""split: seeded, group-aware, stratified train/val/test split of the canonical dataset.
 
-All images sharing a ``group`` land in one split, so burst shots and near-duplicates cannot
-leak between training and test. The same inputs and seed give byte-identical outputs.
+All images sharing a ``group`` land in one split, so burst shots, video frames and
+near-duplicates cannot leak between training and test. Groups are assigned by iterative
+stratification (Sechidis et al., 2011, on groups instead of images): the rarest label is
+placed first, each of its groups going to the split that still needs that label most, so
+class presence and negatives (images without boxes) follow the target ratios. The same
+inputs and seed give byte-identical outputs.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from detflow import manifest
-from detflow.errors import ConfigError, DataError
+from detflow.errors import ConfigError, DataError, require_choice
 from detflow.files import atomic_dir
 
 SPLITS = ("train", "val", "test")
+MODES = ("random", "predefined", "kfold")
+NEGATIVE = "(negative)"  # pseudo-label: images without boxes, stratified like a class
 
 
 def check_ratios(ratios: dict) -> dict[str, float]:
@@ -30,54 +36,173 @@ def check_ratios(ratios: dict) -> dict[str, float]:
     return out
 
 
-def assign_groups(groups: dict[str, int], *, ratios: dict[str, float], seed: int) -> dict:
-    """Assign each group (name → image count) to a split: seeded order, largest deficit first."""
-    order = sorted(groups)
+def group_labels(dataset: dict) -> tuple[dict[str, Counter], dict[str, int]]:
+    """Per group: how many of its images hold each class (and ``NEGATIVE``); image counts."""
+    names = {c["id"]: c["name"] for c in dataset["categories"]}
+    boxes = manifest.annotations_by_image(dataset)
+    labels: dict[str, Counter] = defaultdict(Counter)
+    sizes: Counter = Counter()
+    for image in dataset["images"]:
+        present = {names[a["category_id"]] for a in boxes.get(image["id"], [])}
+        labels[image["group"]].update(present or {NEGATIVE})
+        sizes[image["group"]] += 1
+    return dict(labels), dict(sizes)
+
+
+def stratify(
+    labels: dict[str, Counter], sizes: dict[str, int], *, ratios: dict[str, float], seed: int
+) -> dict[str, str]:
+    """Assign each group to a split (a key of ``ratios``); rarest label first, each group to
+    the split lacking that label, else needing it most, then needing images most."""
+    splits = [s for s, r in ratios.items() if r > 0]
+    order = sorted(labels)
     random.Random(seed).shuffle(order)
-    total = sum(groups.values())
-    filled = dict.fromkeys(SPLITS, 0)
-    assignment = {}
-    for group in order:
-        deficits = {s: ratios[s] * total - filled[s] for s in SPLITS if ratios[s] > 0}
-        chosen = max(deficits, key=lambda s: (deficits[s] / (ratios[s] * total), -SPLITS.index(s)))
-        assignment[group] = chosen
-        filled[chosen] += groups[group]
+    totals = sum(labels.values(), Counter())
+    need = {s: {label: ratios[s] * n for label, n in totals.items()} for s in splits}
+    need_images = {s: ratios[s] * sum(sizes.values()) for s in splits}
+    placed = {s: Counter() for s in splits}
+    assignment: dict[str, str] = {}
+    while len(assignment) < len(order):
+        remaining = [g for g in order if g not in assignment]
+        counts = sum((labels[g] for g in remaining), Counter())
+        label = min(counts, key=lambda lab: (counts[lab], lab))
+        for group in (g for g in remaining if labels[g][label]):
+            lacking = [s for s in splits if placed[s][label] == 0] or splits
+            chosen = max(lacking, key=lambda s: (need[s][label], need_images[s], -splits.index(s)))
+            assignment[group] = chosen
+            placed[chosen].update(labels[group])
+            need_images[chosen] -= sizes[group]
+            for name, n in labels[group].items():
+                need[chosen][name] -= n
     return assignment
 
 
-def split_dataset(*, in_json: str | Path, out_dir: str | Path, ratios: dict, seed: int) -> dict:
+def assign_groups(
+    dataset: dict, *, ratios: dict, seed: int, mode: str = "random", folds: int = 5, fold: int = 0
+) -> dict[str, str]:
+    """Group → split name for ``mode``: ``random`` (stratified), ``predefined`` (the images'
+    own ``split``), or ``kfold`` (test carved first, then fold ``fold`` of ``folds`` is val)."""
+    require_choice("split.mode", mode, MODES)
+    labels, sizes = group_labels(dataset)
+    if mode == "predefined":
+        return _predefined(dataset)
+    if mode == "random":
+        return stratify(labels, sizes, ratios=ratios, seed=seed)
+    _check_folds(folds, fold)
+    outer = stratify(
+        labels, sizes, ratios={"rest": 1 - ratios["test"], "test": ratios["test"]}, seed=seed
+    )
+    rest = [g for g, s in outer.items() if s == "rest"]
+    inner = stratify(
+        {g: labels[g] for g in rest},
+        {g: sizes[g] for g in rest},
+        ratios={f"fold{k}": 1 / folds for k in range(folds)},
+        seed=seed,
+    )
+    return {
+        g: ("test" if s == "test" else "val" if inner[g] == f"fold{fold}" else "train")
+        for g, s in outer.items()
+    }
+
+
+def split_dataset(
+    *,
+    in_json: str | Path,
+    out_dir: str | Path,
+    ratios: dict,
+    seed: int,
+    mode: str = "random",
+    folds: int = 5,
+    fold: int = 0,
+    require_all_classes: bool = True,
+) -> dict:
     """Write ``out_dir/{train,val,test}.json`` (images stay in the input's folder); report."""
     ratios = check_ratios(ratios)
     dataset = manifest.load_dataset(in_json)
-    sizes = Counter(im["group"] for im in dataset["images"])
-    assignment = assign_groups(dict(sizes), ratios=ratios, seed=seed)
+    expected = [s for s in SPLITS if ratios[s] > 0] if mode != "kfold" else list(SPLITS)
+    if require_all_classes and mode != "predefined":
+        _check_classes_placeable(dataset, len(expected))
+    by_group = assign_groups(dataset, ratios=ratios, seed=seed, mode=mode, folds=folds, fold=fold)
     members = defaultdict(list)
     for image in dataset["images"]:
-        members[assignment[image["group"]]].append(image["id"])
-    for name in SPLITS:
-        if ratios[name] > 0 and not members[name]:
+        members[image.get("split") if mode == "predefined" else by_group[image["group"]]].append(
+            image["id"]
+        )
+    for name in expected:
+        if not members[name]:
             raise DataError(
-                f"{in_json}: split '{name}' would be empty ({len(sizes)} groups); "
-                "add data or change the split ratios"
+                f"{in_json}: split '{name}' would be empty "
+                f"({len(by_group)} groups); add data or change split.* ratios"
             )
     images = manifest.image_dir(in_json, dataset)
-    report = {"groups": len(sizes), "images": len(dataset["images"])}
     with atomic_dir(out_dir) as tmp:
+        parts = {}
         for name in SPLITS:
-            part = manifest.subset(dataset, members[name])
-            manifest.save_dataset(part, tmp / f"{name}.json", image_dir=images)
-            report[name] = _summary(part)
+            parts[name] = manifest.subset(dataset, members[name])
+            manifest.save_dataset(parts[name], tmp / f"{name}.json", image_dir=images)
+    return _report(dataset, parts, ratios, mode)
+
+
+def _predefined(dataset: dict) -> dict[str, str]:
+    missing = [im["source"] for im in dataset["images"] if im.get("split") not in SPLITS]
+    if missing:
+        raise DataError(
+            f"{len(missing)} images have no predefined split (e.g. {missing[0]}); "
+            "use split.mode=random"
+        )
+    return {im["group"]: im["split"] for im in dataset["images"]}
+
+
+def _check_folds(folds, fold) -> None:
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        raise ConfigError(f"split.folds={folds!r} must be an integer >= 2")
+    if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < folds:
+        raise ConfigError(f"split.fold={fold!r} must be an integer in 0..{folds - 1}")
+
+
+def _check_classes_placeable(dataset: dict, splits: int) -> None:
+    labels, _ = group_labels(dataset)
+    groups_with = Counter(label for counter in labels.values() for label in counter)
+    for category in sorted(dataset["categories"], key=lambda c: c["id"]):
+        have = groups_with.get(category["name"], 0)
+        if have < splits:
+            raise DataError(
+                f"class '{category['name']}' is in {have} group(s), fewer than the {splits} "
+                "splits; add data, drop or merge the class, or set split.require_all_classes=false"
+            )
+
+
+def _report(dataset: dict, parts: dict, ratios: dict, mode: str) -> dict:
+    labels, _ = group_labels(dataset)
+    totals = sum(labels.values(), Counter())
+    report = {"mode": mode, "groups": len(labels), "images": len(dataset["images"])}
+    deviation = 0.0
+    for name, part in parts.items():
+        report[name] = _summary(part)
+        present = report[name]["images_with_class"]
+        if mode == "random":
+            for label, total in totals.items():
+                share = present.get(label, 0) / total
+                deviation = max(deviation, abs(share - ratios[name]))
+    side = defaultdict(set)
+    for name, part in parts.items():
+        for image in part["images"]:
+            side[image["group"]].add(name)
+    report["groups_crossing_splits"] = sum(len(s) > 1 for s in side.values())
+    report["max_class_share_deviation_pp"] = round(100 * deviation, 3)
     return report
 
 
 def _summary(part: dict) -> dict:
     counts = Counter(a["category_id"] for a in part["annotations"])
     names = manifest.class_names(part)
+    labels, _ = group_labels(part) if part["images"] else ({}, {})
     with_boxes = {a["image_id"] for a in part["annotations"]}
     return {
         "images": len(part["images"]),
         "boxes": len(part["annotations"]),
         "negatives": len(part["images"]) - len(with_boxes),
-        "groups": len({im["group"] for im in part["images"]}),
+        "groups": len(labels),
         "class_counts": {n: counts.get(i + 1, 0) for i, n in enumerate(names)},
+        "images_with_class": dict(sorted(sum(labels.values(), Counter()).items())),
     }

@@ -1,17 +1,13 @@
 import io
 import json
-from collections import defaultdict
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from detflow import manifest
 from detflow.clean import clean_dataset
 from detflow.collect import collect_dataset
-from detflow.errors import ConfigError, DataError
 from detflow.files import sha256_file
-from detflow.split import assign_groups, split_dataset
 
 
 def _dataset_with_problems(root):
@@ -94,76 +90,22 @@ def test_raccoon_exact_duplicates_found(shared_datasets, tmp_path):
     assert report["images_dropped_by_reason"] == {"exact_duplicate": 4}
 
 
-def test_split_is_group_aware_seeded_and_byte_identical(thermal_source, tmp_path):
+def test_thermal_burst_near_duplicates_share_a_group(thermal_source, tmp_path):
     collect_dataset(
         source={"format": "yolo", "path": str(thermal_source), "group_regex": r"^(IMG_\d+)"},
         out_dir=tmp_path / "raw",
     )
-    clean_dataset(in_json=tmp_path / "raw" / "dataset.json", out_dir=tmp_path / "clean")
-    ratios = {"train": 0.7, "val": 0.15, "test": 0.15}
-    report = split_dataset(
-        in_json=tmp_path / "clean" / "dataset.json", out_dir=tmp_path / "s1", ratios=ratios, seed=0
+    report = clean_dataset(
+        in_json=tmp_path / "raw" / "dataset.json",
+        out_dir=tmp_path / "clean",
+        near_duplicate_distance=4,
     )
-    split_dataset(
-        in_json=tmp_path / "clean" / "dataset.json", out_dir=tmp_path / "s2", ratios=ratios, seed=0
+    assert report["near_duplicate_pairs"] >= 20 and report["groups_merged"] > 0
+    clean = manifest.load_dataset(tmp_path / "clean" / "dataset.json")
+    group_of = {im["source"]: im["group"] for im in clean["images"]}
+    for pair in report["near_duplicates"]:
+        assert group_of[pair["a"]] == group_of[pair["b"]]
+    # IMG_0024 and IMG_0025 are different bursts but near-identical frames: one group now
+    assert any(
+        p["a"].split("/")[-1][:8] != p["b"].split("/")[-1][:8] for p in report["near_duplicates"]
     )
-    side_of_group = defaultdict(set)
-    for name in ("train", "val", "test"):
-        assert sha256_file(tmp_path / "s1" / f"{name}.json") == sha256_file(
-            tmp_path / "s2" / f"{name}.json"
-        )
-        part = manifest.load_dataset(tmp_path / "s1" / f"{name}.json")
-        for image in part["images"]:
-            side_of_group[image["group"]].add(name)
-            assert (
-                manifest.image_dir(tmp_path / "s1" / f"{name}.json", part) / image["file_name"]
-            ).is_file()
-    assert all(len(sides) == 1 for sides in side_of_group.values())
-    total = report["images"]
-    for name, ratio in ratios.items():
-        assert abs(report[name]["images"] / total - ratio) < 0.03
-
-
-def test_assign_groups_respects_ratios_and_seed():
-    groups = {f"g{i}": 1 + i % 3 for i in range(300)}
-    ratios = {"train": 0.7, "val": 0.15, "test": 0.15}
-    a = assign_groups(groups, ratios=ratios, seed=1)
-    assert a == assign_groups(groups, ratios=ratios, seed=1)
-    assert a != assign_groups(groups, ratios=ratios, seed=2)
-    total = sum(groups.values())
-    for name, ratio in ratios.items():
-        share = sum(n for g, n in groups.items() if a[g] == name) / total
-        assert abs(share - ratio) < 0.01
-
-
-@pytest.mark.parametrize(
-    "ratios, message",
-    [
-        ({"train": 0.8, "val": 0.3, "test": 0.1}, "sum to 1.2"),
-        ({"train": -0.1, "val": 0.6, "test": 0.5}, "split.train=-0.1"),
-        ({"train": "a", "val": 0.5, "test": 0.5}, "split.train='a'"),
-    ],
-)
-def test_bad_ratios_name_the_key(ratios, message, tmp_path):
-    with pytest.raises(ConfigError, match=message):
-        split_dataset(in_json=tmp_path / "x.json", out_dir=tmp_path / "s", ratios=ratios, seed=0)
-
-
-def test_empty_split_is_a_clear_error(tmp_path):
-    collect_dataset(
-        source={
-            "format": "synthetic",
-            "num_images": 2,
-            "image_size": 32,
-            "classes": ["circle"],
-            "seed": 0,
-        },
-        out_dir=tmp_path / "raw",
-    )
-    with pytest.raises(DataError, match="would be empty"):
-        split_dataset(
-            in_json=tmp_path / "raw" / "dataset.json",
-            out_dir=tmp_path / "s",
-            ratios={"train": 0.7, "val": 0.15, "test": 0.15},
-            seed=0,
-        )
