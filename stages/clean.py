@@ -2,25 +2,28 @@
 
 from pathlib import Path
 
-from detflow.clean import clean_dataset
-from detflow.files import write_json
+from detflow.clean import CleanPolicy, clean_dataset
+from detflow.files import write_bytes, write_json
 
-from _app import stage
+from _app import log, stage
 
 
 @stage
 def main(cfg: dict, root: Path) -> dict:
-    paths, options = cfg["paths"], cfg["clean"]
+    paths, reports = cfg["paths"], root / cfg["paths"]["reports"]
     report = clean_dataset(
         in_json=Path(paths["raw"]) / "dataset.json",
         out_dir=root / paths["clean"],
-        min_box_px=options["min_box_px"],
-        clip_tolerance_px=options["clip_tolerance_px"],
-        near_duplicate_distance=options["near_duplicate_distance"],
+        policy=CleanPolicy.from_config(cfg["clean"]),
         max_pixels=cfg["limits"]["max_pixels"],
     )
-    write_json(root / paths["reports"] / "clean.json", report)
-    return {k: report[k] for k in ("images_kept", "images_dropped", "boxes_kept", "boxes_dropped")}
+    write_json(reports / "clean.json", report)
+    rows = "".join(f"{name},{count}\n" for name, count in report["class_counts"].items())
+    write_bytes(reports / "clean_classes.csv", f"class,boxes\n{rows}".encode())
+    for warning in report["warnings"]:
+        log.warning("clean: %s", warning)
+    keys = ("images_kept", "images_dropped", "boxes_kept", "boxes_dropped", "groups_merged")
+    return {k: report[k] for k in keys}
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from detflow import manifest
-from detflow.clean import clean_dataset
+from detflow.clean import CleanPolicy, clean_dataset
 from detflow.collect import collect_dataset
 from detflow.files import sha256_file
 
@@ -52,7 +52,9 @@ def _dataset_with_problems(root):
 def test_clean_accounts_for_every_image_and_box(tmp_path):
     raw = _dataset_with_problems(tmp_path / "raw")
     before = {p.name: sha256_file(p) for p in (tmp_path / "raw").rglob("*") if p.is_file()}
-    report = clean_dataset(in_json=raw, out_dir=tmp_path / "clean", min_box_px=2)
+    report = clean_dataset(
+        in_json=raw, out_dir=tmp_path / "clean", policy=CleanPolicy(min_box_px=2)
+    )
     after = {p.name: sha256_file(p) for p in (tmp_path / "raw").rglob("*") if p.is_file()}
     assert before == after
     assert report["images_kept"] + report["images_dropped"] == report["images_in"] == 5
@@ -98,7 +100,7 @@ def test_thermal_burst_near_duplicates_share_a_group(thermal_source, tmp_path):
     report = clean_dataset(
         in_json=tmp_path / "raw" / "dataset.json",
         out_dir=tmp_path / "clean",
-        near_duplicate_distance=4,
+        policy=CleanPolicy(near_duplicate_distance=4),
     )
     assert report["near_duplicate_pairs"] >= 20 and report["groups_merged"] > 0
     clean = manifest.load_dataset(tmp_path / "clean" / "dataset.json")

@@ -80,3 +80,13 @@ def exif_orient_xyxy(boxes, *, orientation: int, width: int, height: int) -> np.
     return np.stack(
         [np.minimum(xa, xb), np.minimum(ya, yb), np.maximum(xa, xb), np.maximum(ya, yb)], axis=1
     )
+
+
+def scale_xyxy(
+    boxes, *, scale_x: float, scale_y: float, offset_x: float = 0.0, offset_y: float = 0.0
+) -> np.ndarray:
+    """Map ``xyxy`` pixel boxes through ``x' = x * scale_x + offset_x`` (same for y)."""
+    b = _as_boxes(boxes).copy()
+    b[:, [0, 2]] = b[:, [0, 2]] * scale_x + offset_x
+    b[:, [1, 3]] = b[:, [1, 3]] * scale_y + offset_y
+    return b

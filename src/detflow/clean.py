@@ -1,9 +1,12 @@
-"""clean: the data-quality gate. Every image and box is kept, modified or dropped with a reason.
+"""clean: the data-quality gate. Every image and box is kept, changed or dropped with a reason.
 
-Images are fully decoded (a pixel limit applies), converted to 8-bit RGB with EXIF orientation
-applied to pixels and boxes; exact duplicates (same decoded pixels) keep their first copy.
-Boxes (COCO ``xywh`` pixels) are checked for finite values, positive size, bounds (clipped
-within a tolerance) and a minimum side. The source dataset is only read.
+Images are fully decoded under a pixel limit; truncated ones are dropped or repaired (the
+decodable part re-encoded) by policy; all become 8-bit RGB with EXIF orientation applied to
+pixels and boxes, optionally resized by policy. Exact duplicates (same decoded pixels) keep
+their first copy; near-duplicates (perceptual hash) share a ``group`` or are dropped. Boxes
+(COCO ``xywh`` pixels in the files, ``xyxy`` pixels here) are checked for class, finite
+values, positive size, bounds (clipped within a tolerance), minimum side and same-class
+duplicates. Quality flags are reported, never used to drop. The source is only read.
 """
 
 from __future__ import annotations
@@ -12,63 +15,96 @@ import hashlib
 import io
 import math
 from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from PIL import Image
 from tqdm import tqdm
 
 from detflow import manifest
-from detflow.boxes import exif_orient_xyxy, xywh_to_xyxy, xyxy_to_xywh
-from detflow.errors import DataError, require_positive
+from detflow.boxes import box_iou, exif_orient_xyxy, scale_xyxy, xywh_to_xyxy, xyxy_to_xywh
+from detflow.errors import ConfigError, DataError, require_choice, require_positive
 from detflow.files import atomic_dir
-from detflow.images import DEFAULT_MAX_PIXELS, decode_rgb
+from detflow.images import (
+    DEFAULT_MAX_PIXELS,
+    RESIZE_MODES,
+    PixelLimitError,
+    decode_rgb,
+    resize_policy,
+)
 from detflow.near_duplicates import clusters, near_duplicate_pairs, perceptual_hash
+from detflow.quality import quality_flags
 
 EXIF_ORIENTATION = 0x0112
+FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png"}
+
+
+@dataclass(frozen=True)
+class CleanPolicy:
+    """What clean does; built from config ``clean.*`` (see conf/config.yaml)."""
+
+    min_box_px: float = 2.0
+    clip_tolerance_px: float = 4.0
+    duplicate_box_iou: float | None = 0.95
+    near_duplicate_distance: int | None = 4
+    near_duplicate_policy: str = "group"
+    broken_images: str = "drop"
+    resize: str = "none"
+    resize_size: int = 640
+    imbalance_warning: float = 10.0
+    quality: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        require_positive("clean.min_box_px", self.min_box_px, allow_zero=True)
+        require_positive("clean.clip_tolerance_px", self.clip_tolerance_px, allow_zero=True)
+        for key in ("duplicate_box_iou", "near_duplicate_distance"):
+            if getattr(self, key) is not None:
+                require_positive(f"clean.{key}", getattr(self, key), allow_zero=True)
+        require_choice("clean.near_duplicate_policy", self.near_duplicate_policy, ("group", "drop"))
+        require_choice("clean.broken_images", self.broken_images, ("drop", "repair"))
+        require_choice("clean.resize", self.resize, RESIZE_MODES)
+        require_positive("clean.resize_size", self.resize_size)
+
+    @classmethod
+    def from_config(cls, options: dict) -> CleanPolicy:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                f"clean.{unknown[0]} is not a clean option; allowed: {', '.join(sorted(known))}"
+            )
+        return cls(**options)
 
 
 def clean_dataset(
     *,
     in_json: str | Path,
     out_dir: str | Path,
-    min_box_px: float = 2.0,
-    clip_tolerance_px: float = 4.0,
-    near_duplicate_distance: int | None = 4,
+    policy: CleanPolicy | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict:
-    """Write the cleaned ``out_dir/dataset.json`` + ``out_dir/images/``; return the report.
-
-    Near-duplicates (perceptual-hash distance ``<= near_duplicate_distance``; ``None``
-    disables) are kept but merged into one ``group``, so a split keeps them together."""
-    require_positive("clean.min_box_px", min_box_px, allow_zero=True)
-    require_positive("clean.clip_tolerance_px", clip_tolerance_px, allow_zero=True)
-    if near_duplicate_distance is not None:
-        require_positive("clean.near_duplicate_distance", near_duplicate_distance, allow_zero=True)
+    """Write the cleaned ``out_dir/dataset.json`` + ``out_dir/images/``; return the report
+    (counts per reason, every dropped/changed image and box, quality flags, class balance)."""
+    policy = policy or CleanPolicy()
     source = manifest.load_dataset(in_json)
-    src_images = manifest.image_dir(in_json, source)
     boxes_of = manifest.annotations_by_image(source)
-    valid_categories = {c["id"] for c in source["categories"]}
     out = manifest.new_dataset(class_names=manifest.class_names(source))
-    log = _Log()
-    seen: dict[str, str] = {}
-    hashes: list[int] = []
+    log, hashes = _Log(), []
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
+        cleaner = _ImageCleaner(
+            manifest.image_dir(in_json, source),
+            tmp / "images",
+            policy,
+            max_pixels,
+            log,
+            {c["id"] for c in source["categories"]},
+        )
         for image in tqdm(source["images"], desc="clean", unit="img", leave=False, disable=None):
-            anns = boxes_of.get(image["id"], [])
-            try:
-                data = (src_images / image["file_name"]).read_bytes()
-                rgb = decode_rgb(data, name=image["file_name"], max_pixels=max_pixels)
-            except (OSError, DataError) as exc:
-                log.drop_image(image, anns, "unreadable_image", str(exc))
+            kept = cleaner(image, boxes_of.get(image["id"], []))
+            if kept is None:
                 continue
-            digest = hashlib.sha256(rgb.tobytes() + repr(rgb.size).encode()).hexdigest()
-            if digest in seen:
-                log.drop_image(image, anns, "exact_duplicate", f"same pixels as {seen[digest]}")
-                continue
-            seen[digest] = image["source"]
-            hashes.append(perceptual_hash(rgb))
-            file_name = _write_image(data, rgb, digest, tmp / "images")
-            orientation = _orientation(data)
+            rgb, file_name, changes, boxes = kept
             new_id = manifest.add_image(
                 out,
                 file_name=file_name,
@@ -77,56 +113,118 @@ def clean_dataset(
                 source=image["source"],
                 group=image["group"],
                 split=image.get("split"),
+                quality=quality_flags(rgb, policy.quality) or None,
+                changes=changes or None,
             )
-            for ann in anns:
-                xyxy = _check_box(
-                    ann,
-                    image,
-                    orientation,
-                    rgb.size,
-                    valid_categories,
-                    min_box_px,
-                    clip_tolerance_px,
-                    log,
+            for category, xyxy in boxes:
+                manifest.add_box(
+                    out, image_id=new_id, category_id=category, xywh=xyxy_to_xywh([xyxy])[0]
                 )
-                if xyxy is not None:
-                    manifest.add_box(
-                        out,
-                        image_id=new_id,
-                        category_id=ann["category_id"],
-                        xywh=xyxy_to_xywh([xyxy])[0],
-                    )
+            hashes.append(perceptual_hash(rgb))
+        near = _near_duplicates(out, hashes, policy, log, tmp / "images")
         if not out["images"]:
             raise DataError(f"{in_json}: every image was dropped by clean; see the report reasons")
-        near = _merge_near_duplicate_groups(out, hashes, near_duplicate_distance)
         manifest.save_dataset(out, tmp / "dataset.json", image_dir=tmp / "images")
-    return {**log.report(source, out), **near}
-
-
-def _merge_near_duplicate_groups(dataset: dict, hashes: list[int], max_distance) -> dict:
-    """Give every image of a near-duplicate cluster (joined through shared groups too) the
-    group of the cluster's first image; report the pairs found."""
-    images = dataset["images"]
-    pairs = [] if max_distance is None else near_duplicate_pairs(hashes, max_distance=max_distance)
-    first_of_group: dict[str, int] = {}
-    links = list(pairs)
-    for index, image in enumerate(images):
-        links.append((first_of_group.setdefault(image["group"], index), index))
-    roots = clusters(len(images), links)
-    groups_before = len(first_of_group)
-    for index, image in enumerate(images):
-        image["group"] = images[roots[index]]["group"]
     return {
-        "near_duplicate_pairs": len(pairs),
-        "groups_merged": groups_before - len({im["group"] for im in images}),
-        "near_duplicates": [
-            {"a": images[i]["source"], "b": images[j]["source"], "distance": d} for i, j, d in pairs
-        ],
+        **log.report(source, out),
+        **near,
+        **_balance(out, policy.imbalance_warning),
+        "policy": asdict(policy),
     }
 
 
-def _check_box(ann, image, orientation, size, valid_categories, min_px, tolerance, log):
-    x, y, w, h = (float(v) for v in ann["bbox"])
+class _ImageCleaner:
+    """One image at a time: decode, drop exact duplicates, check boxes, resize, write."""
+
+    def __init__(self, source_dir, out_dir, policy, max_pixels, log, categories):
+        self.source_dir, self.out_dir, self.policy = source_dir, out_dir, policy
+        self.max_pixels, self.log, self.categories = max_pixels, log, categories
+        self.seen: dict[str, str] = {}
+
+    def __call__(self, image: dict, anns: list[dict]):
+        """``(rgb, file name, changes, [(category, xyxy)])``, or None when dropped."""
+        decoded = _decode(
+            self.source_dir / image["file_name"],
+            image,
+            self.policy,
+            self.max_pixels,
+            self.log,
+            anns,
+        )
+        if decoded is None:
+            return None
+        rgb, data, fmt, orientation, changes = decoded
+        digest = hashlib.sha256(rgb.tobytes() + repr(rgb.size).encode()).hexdigest()
+        if digest in self.seen:
+            return self.log.drop_image(
+                image, anns, "exact_duplicate", f"same pixels as {self.seen[digest]}"
+            )
+        self.seen[digest] = image["source"]
+        boxes = _check_boxes(
+            anns, image, orientation, rgb.size, self.policy, self.log, self.categories
+        )
+        rgb, transform = resize_policy(rgb, mode=self.policy.resize, size=self.policy.resize_size)
+        if transform != (1.0, 1.0, 0.0, 0.0):
+            changes.append("resized")
+            boxes = [(c, _scaled(xyxy, transform)) for c, xyxy in boxes]
+        file_name = _write_image(data, rgb, fmt, digest, changes, self.out_dir)
+        return rgb, file_name, changes, boxes
+
+
+def _decode(path: Path, image: dict, policy: CleanPolicy, max_pixels: int, log, anns):
+    """(rgb, bytes, format, EXIF orientation, changes) or None when the image is dropped."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return log.drop_image(image, anns, "unreadable_image", str(exc))
+    try:
+        rgb = decode_rgb(data, name=image["source"], max_pixels=max_pixels)
+        changes = []
+    except PixelLimitError as exc:
+        return log.drop_image(image, anns, "too_many_pixels", str(exc))
+    except DataError as exc:
+        if policy.broken_images == "drop":
+            return log.drop_image(image, anns, "unreadable_image", str(exc))
+        try:
+            rgb = decode_rgb(
+                data, name=image["source"], max_pixels=max_pixels, allow_truncated=True
+            )
+        except DataError as again:
+            return log.drop_image(image, anns, "unreadable_image", str(again))
+        changes = ["repaired"]
+    original = Image.open(io.BytesIO(data))
+    orientation = _orientation(original)
+    if orientation not in (0, 1):
+        changes.append("exif_rotated")
+    if original.mode != "RGB":
+        changes.append("converted_to_rgb")
+    expected = FORMAT_SUFFIX.get(original.format)
+    if expected and Path(image["file_name"]).suffix.lower() not in (expected, ".jpeg"):
+        changes.append("wrong_extension")
+    return rgb, data, original.format, orientation, changes
+
+
+def _check_boxes(anns, image, orientation, size, policy, log, valid_categories):
+    """Valid boxes as ``(category_id, xyxy)`` in the decoded (oriented) image's pixels."""
+    kept = []
+    for ann in anns:
+        xyxy = _check_box(ann, image, orientation, size, valid_categories, policy, log)
+        if xyxy is None:
+            continue
+        same = [k for c, k in kept if c == ann["category_id"]]
+        limit = policy.duplicate_box_iou
+        if limit is not None and same and box_iou([xyxy], same).max() > limit:
+            log.drop_box(image, ann, "duplicate_box")
+            continue
+        kept.append((ann["category_id"], xyxy))
+    return kept
+
+
+def _check_box(ann, image, orientation, size, valid_categories, policy, log):
+    try:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+    except (TypeError, ValueError):
+        return log.drop_box(image, ann, "non_numeric")
     if ann["category_id"] not in valid_categories:
         return log.drop_box(image, ann, "unknown_class")
     if not all(math.isfinite(v) for v in (x, y, w, h)):
@@ -139,24 +237,27 @@ def _check_box(ann, image, orientation, size, valid_categories, min_px, toleranc
         width=image["width"],
         height=image["height"],
     )[0]
-    width, height = size
-    if x1 < -tolerance or y1 < -tolerance or x2 > width + tolerance or y2 > height + tolerance:
+    width, height, tol = size[0], size[1], policy.clip_tolerance_px
+    if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
         return log.drop_box(image, ann, "out_of_bounds")
     clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
     if clipped != (x1, y1, x2, y2):
         log.modified["clipped"] += 1
-    if clipped[2] - clipped[0] < min_px or clipped[3] - clipped[1] < min_px:
+    if clipped[2] - clipped[0] < policy.min_box_px or clipped[3] - clipped[1] < policy.min_box_px:
         return log.drop_box(image, ann, "too_small")
     return clipped
 
 
-def _write_image(data: bytes, rgb, digest: str, folder: Path) -> str:
-    """Keep the original bytes when they already decode to this RGB image; else write PNG."""
-    from PIL import Image
+def _scaled(xyxy, transform):
+    sx, sy, ox, oy = transform
+    return tuple(scale_xyxy([xyxy], scale_x=sx, scale_y=sy, offset_x=ox, offset_y=oy)[0])
 
-    original = Image.open(io.BytesIO(data))
-    if original.mode == "RGB" and _orientation(data) in (0, 1) and original.format == "JPEG":
-        name = digest[:20] + ".jpg"
+
+def _write_image(data: bytes, rgb, fmt, digest: str, changes, folder: Path) -> str:
+    """Keep the original bytes when they already are this RGB image; else write PNG."""
+    pixel_changes = {"repaired", "exif_rotated", "converted_to_rgb", "resized"}
+    if fmt in FORMAT_SUFFIX and not pixel_changes & set(changes):
+        name = digest[:20] + FORMAT_SUFFIX[fmt]
         (folder / name).write_bytes(data)
         return name
     name = digest[:20] + ".png"
@@ -166,13 +267,75 @@ def _write_image(data: bytes, rgb, digest: str, folder: Path) -> str:
     return name
 
 
-def _orientation(data: bytes) -> int:
-    from PIL import Image
-
+def _orientation(image: Image.Image) -> int:
     try:
-        return int(Image.open(io.BytesIO(data)).getexif().get(EXIF_ORIENTATION, 1))
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
     except Exception:  # noqa: BLE001 - unreadable EXIF means "as stored"
         return 1
+
+
+def _near_duplicates(out: dict, hashes: list[int], policy: CleanPolicy, log, folder: Path):
+    """Merge near-duplicate clusters (joined through shared groups too) into the group of
+    their first image; with policy ``drop``, keep only each cluster's first image."""
+    images = out["images"]
+    distance = policy.near_duplicate_distance
+    pairs = [] if distance is None else near_duplicate_pairs(hashes, max_distance=distance)
+    listing = [
+        {"a": images[i]["source"], "b": images[j]["source"], "distance": d} for i, j, d in pairs
+    ]
+    if policy.near_duplicate_policy == "drop":
+        _drop_cluster_members(out, clusters(len(images), pairs), log, folder)
+        images, pairs = out["images"], []
+    first_of_group: dict[str, int] = {}
+    links = list(pairs)
+    for index, image in enumerate(images):
+        links.append((first_of_group.setdefault(image["group"], index), index))
+    roots = clusters(len(images), links)
+    for index, image in enumerate(images):
+        image["group"] = images[roots[index]]["group"]
+    return {
+        "near_duplicate_pairs": len(listing),
+        "groups_merged": len(first_of_group) - len({im["group"] for im in images}),
+        "near_duplicates": listing,
+    }
+
+
+def _drop_cluster_members(out: dict, roots: list[int], log, folder: Path) -> None:
+    images, by_image = out["images"], manifest.annotations_by_image(out)
+    drop = {images[i]["id"] for i in range(len(images)) if roots[i] != i}
+    for i, image in enumerate(images):
+        if image["id"] in drop:
+            log.drop_image(
+                image,
+                by_image.get(image["id"], []),
+                "near_duplicate",
+                f"near-identical to {images[roots[i]]['source']}",
+            )
+            (folder / image["file_name"]).unlink()
+    out["images"] = [im for im in images if im["id"] not in drop]
+    out["annotations"] = [a for a in out["annotations"] if a["image_id"] not in drop]
+
+
+def _balance(out: dict, warn_above: float) -> dict:
+    """Boxes per class, imbalance ratio (most / fewest boxes) and warnings."""
+    counts = Counter(a["category_id"] for a in out["annotations"])
+    per_class = {name: counts.get(i + 1, 0) for i, name in enumerate(manifest.class_names(out))}
+    warnings = [f"class '{n}' has no boxes left" for n, c in per_class.items() if c == 0]
+    ratio = None
+    if per_class and not warnings:
+        ratio = max(per_class.values()) / min(per_class.values())
+        if ratio > warn_above:
+            warnings.append(
+                f"class imbalance {ratio:.1f} (most/fewest boxes) exceeds "
+                f"{warn_above}; consider augment class balancing"
+            )
+    quality = Counter(flag for im in out["images"] for flag in im.get("quality", []))
+    return {
+        "class_counts": per_class,
+        "imbalance_ratio": ratio,
+        "warnings": warnings,
+        "quality_flags": dict(sorted(quality.items())),
+    }
 
 
 class _Log:
@@ -196,23 +359,21 @@ class _Log:
             self.drop_box(image, ann, f"image_dropped:{reason}")
 
     def drop_box(self, image, ann, reason):
+        bbox = [v if _finite_number(v) else str(v) for v in ann["bbox"]]  # report stays JSON
         self.dropped.append(
             {
                 "item": "box",
                 "source": image["source"],
                 "reason": reason,
                 "annotation_id": ann["id"],
-                "bbox": ann["bbox"],
+                "bbox": bbox,
             }
         )
-        return None
 
     def report(self, source: dict, out: dict) -> dict:
         images = Counter(d["reason"] for d in self.dropped if d["item"] == "image")
         boxes = Counter(d["reason"] for d in self.dropped if d["item"] == "box")
-        counts = Counter(a["category_id"] for a in out["annotations"])
-        names = manifest.class_names(out)
-        per_class = {name: counts.get(i + 1, 0) for i, name in enumerate(names)}
+        changed = Counter(c for im in out["images"] for c in im.get("changes", []))
         return {
             "images_in": len(source["images"]),
             "images_kept": len(out["images"]),
@@ -223,6 +384,10 @@ class _Log:
             "boxes_clipped": self.modified["clipped"],
             "images_dropped_by_reason": dict(sorted(images.items())),
             "boxes_dropped_by_reason": dict(sorted(boxes.items())),
-            "class_counts": per_class,
+            "images_changed_by_kind": dict(sorted(changed.items())),
             "dropped": self.dropped,
         }
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -7,11 +7,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from detflow.errors import DataError
 
 DEFAULT_MAX_PIXELS = 100_000_000
+
+
+class PixelLimitError(DataError):
+    """An image larger than the pixel limit (a possible decompression bomb)."""
 
 
 def image_size(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -23,18 +27,25 @@ def image_size(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
     return image.size
 
 
-def decode_rgb(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_rgb(
+    data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, allow_truncated: bool = False
+) -> Image.Image:
     """Decode to 8-bit RGB with EXIF orientation applied to the pixels.
 
-    Raises DataError for unreadable, truncated or oversized images.
+    Raises DataError for unreadable or truncated images (``allow_truncated`` keeps the
+    decodable part of a truncated file instead) and PixelLimitError for oversized ones.
     """
     image = _open(data, name=name, max_pixels=max_pixels)
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = allow_truncated
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
         return _to_rgb8(image)
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{name}: image cannot be decoded ({exc}); re-export or remove it") from exc
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 def load_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -55,14 +66,14 @@ def _open(data: bytes, *, name: str, max_pixels: int) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DataError(f"{name}: image exceeds the pixel limit ({exc})") from exc
+            raise PixelLimitError(f"{name}: image exceeds the pixel limit ({exc})") from exc
         except (OSError, ValueError, SyntaxError) as exc:
             raise DataError(
                 f"{name}: not a readable image ({exc}); re-export or remove it"
             ) from exc
     width, height = image.size
     if width * height > max_pixels:
-        raise DataError(
+        raise PixelLimitError(
             f"{name}: {width}x{height} exceeds the pixel limit {max_pixels}; "
             "downscale it or raise clean.max_pixels"
         )
@@ -81,3 +92,42 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def check_pixel_limit(width: int, height: int, *, name: str, max_pixels: int) -> None:
+    """Raise DataError when a ``width`` × ``height`` picture (e.g. a video frame, before it is
+    decoded) exceeds ``max_pixels``."""
+    if width * height > max_pixels:
+        raise PixelLimitError(
+            f"{name}: {width}x{height} exceeds the pixel limit {max_pixels}; "
+            "downscale it or raise limits.max_pixels"
+        )
+
+
+RESIZE_MODES = ("none", "stretch", "fit", "letterbox")
+
+
+def resize_policy(image: Image.Image, *, mode: str, size: int):
+    """Resize an RGB image by policy; returns ``(image, (scale_x, scale_y, offset_x,
+    offset_y))`` mapping old pixel coordinates to new ones.
+
+    ``stretch``: to ``size``×``size``; ``fit``: keep aspect, long side ``size`` (never
+    enlarges); ``letterbox``: keep aspect inside ``size``×``size``, centred, black padding.
+    """
+    width, height = image.size
+    if mode == "none":
+        return image, (1.0, 1.0, 0.0, 0.0)
+    if mode == "stretch":
+        return image.resize((size, size), Image.BILINEAR), (size / width, size / height, 0.0, 0.0)
+    scale = size / max(width, height)
+    if mode == "fit" and scale >= 1:
+        return image, (1.0, 1.0, 0.0, 0.0)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = image.resize((new_w, new_h), Image.BILINEAR)
+    sx, sy = new_w / width, new_h / height
+    if mode == "fit":
+        return resized, (sx, sy, 0.0, 0.0)
+    canvas = Image.new("RGB", (size, size))
+    ox, oy = (size - new_w) // 2, (size - new_h) // 2
+    canvas.paste(resized, (ox, oy))
+    return canvas, (sx, sy, float(ox), float(oy))
