@@ -35,6 +35,7 @@ def main(cfg: dict, root: Path) -> dict:
             momentum=options["momentum"],
             weight_decay=options["weight_decay"],
             warmup_steps=options["warmup_steps"],
+            grad_clip_norm=options["grad_clip_norm"],
             seed=options["seed"],
             device=options["device"],
             threads=options["threads"],

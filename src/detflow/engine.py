@@ -59,6 +59,7 @@ def train_detector(
     weight_decay: float,
     warmup_steps: int,
     seed: int,
+    grad_clip_norm: float | None = None,
     device: str = "auto",
     threads: int = 0,
     config: dict | None = None,
@@ -104,7 +105,9 @@ def train_detector(
     best, out_dir = None, Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(1, epochs + 1):
-        loss, seconds = _train_epoch(model, loader, optimizer, scheduler, target, epoch)
+        loss, seconds = _train_epoch(
+            model, loader, optimizer, scheduler, target, epoch, grad_clip_norm
+        )
         val = evaluate_model(model, val_set, device=target)
         metrics = {
             "epoch": epoch,
@@ -152,7 +155,7 @@ def _sgd_warmup_cosine(model, *, lr, momentum, weight_decay, warmup, total):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _train_epoch(model, loader, optimizer, scheduler, device, epoch):
+def _train_epoch(model, loader, optimizer, scheduler, device, epoch, clip_norm):
     model.train()
     total, start = 0.0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None)
@@ -170,6 +173,8 @@ def _train_epoch(model, loader, optimizer, scheduler, device, epoch):
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         optimizer.step()
         scheduler.step()
         total += loss.item()
