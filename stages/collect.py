@@ -16,7 +16,8 @@ def main(cfg: dict, root: Path) -> dict:
     )
     write_json(root / paths["reports"] / "collect.json", report)
     return {
-        k: report[k] for k in ("images", "boxes", "negatives", "dropped_images", "dropped_boxes")
+        k: report[k]
+        for k in ("images", "boxes", "negatives", "unlabelled", "dropped_images", "dropped_boxes")
     }
 
 

@@ -1,5 +1,6 @@
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from detflow.collect import collect_dataset
 from detflow.errors import ConfigError, DataError
 from detflow.files import sha256_file
 from detflow.formats.yolo import read_yolo
+
+from conftest import REPO, run
 
 
 def _tree_hash(root: Path) -> dict:
@@ -109,3 +112,101 @@ def test_missing_path_and_unknown_format_are_one_line_errors(tmp_path):
             source={"format": "yolo", "path": "x", "colour": 1}, out_dir=tmp_path / "raw"
         )
     assert not (tmp_path / "raw").exists()
+
+
+def test_collect_shared_yolo_with_spaces_and_empty_label_files(shared_datasets, tmp_path):
+    root = shared_datasets / "thermal_dogs_people"
+    empty = [p for p in root.rglob("labels/*.txt") if p.stat().st_size == 0]
+    assert empty and any(" " in p.name for p in root.rglob("*.jpg"))
+    report = collect_dataset(
+        source={"format": "yolo", "path": str(root), "group_regex": r"^(IMG_\d+)"},
+        out_dir=tmp_path / "raw",
+    )
+    assert (report["images"], report["boxes"], report["negatives"]) == (203, 257, len(empty))
+    assert report["dropped"] == []
+
+
+def test_several_sources_merge_with_a_class_map(shared_datasets, tmp_path):
+    source = {
+        "format": "voc",
+        "path": str(shared_datasets / "raccoon"),
+        "extra_sources": [
+            {"format": "yolo", "path": str(shared_datasets / "thermal_dogs_people")},
+            {
+                "format": "csv",
+                "path": str(shared_datasets / "raccoon"),
+                "csv": "data/test_labels.csv",
+            },
+        ],
+        "class_map": {"raccoon": "animal", "dog": "animal", "person": None},
+    }
+    report = collect_dataset(source=source, out_dir=tmp_path / "raw")
+    dataset = manifest.load_dataset(tmp_path / "raw" / "dataset.json")
+    assert manifest.class_names(dataset) == ["animal"]
+    by_reason = report["dropped_by_reason"]
+    assert by_reason.pop("class_dropped") > 0 and by_reason == {"unannotated_image": 160}
+    assert report["images"] == 200 + 203 + 40
+    sources = [im["source"] for im in dataset["images"]]
+    assert sources[0] == "images/raccoon-1.jpg"
+    assert sum(s.startswith("extra_sources[0]/train/") for s in sources) > 0
+    groups = {
+        im["group"] for im in dataset["images"] if im["source"].startswith("extra_sources[1]")
+    }
+    assert all(g.startswith("extra_sources[1]/") for g in groups)
+    with pytest.raises(ConfigError, match="data.class_map.racoon: no source has class"):
+        collect_dataset(
+            source={**source, "class_map": {"racoon": "animal"}}, out_dir=tmp_path / "x"
+        )
+    with pytest.raises(DataError, match=r"data.extra_sources\[0\]: .*nope: YOLO dataset folder"):
+        collect_dataset(
+            source={
+                **source,
+                "extra_sources": [{"format": "yolo", "path": str(tmp_path / "nope")}],
+            },
+            out_dir=tmp_path / "x",
+        )
+
+
+def test_unknown_format_lists_every_format(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        collect_dataset(source={"format": "kitti", "path": "x"}, out_dir=tmp_path / "raw")
+    assert "\n" not in str(info.value)
+    for fmt in ("yolo", "coco", "voc", "csv", "video", "archive", "synthetic"):
+        assert fmt in str(info.value)
+
+
+def test_collect_stage_on_a_voc_folder_and_a_missing_one(shared_datasets, tmp_path):
+    raccoon = shared_datasets / "raccoon"
+    ok = run(
+        [sys.executable, "stages/collect.py", "data=voc", f"data.path={raccoon}",
+         f"hydra.run.dir={tmp_path / 'ok'}"],
+        REPO,
+    )  # fmt: skip
+    report = json.loads((tmp_path / "ok" / "reports" / "collect.json").read_text())
+    assert (report["images"], report["boxes"]) == (200, 217), ok.stdout
+    bad = run(
+        [sys.executable, "stages/collect.py", "data=voc", f"data.path={tmp_path / 'absent'}",
+         f"hydra.run.dir={tmp_path / 'bad'}"],
+        REPO,
+        check=False,
+    )  # fmt: skip
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert len(lines) == 1 and "absent: VOC dataset folder not found" in lines[0]
+
+
+def test_link_hard_links_images_and_leaves_the_source_as_it_was(tmp_path):
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "a.png").write_bytes(_png())
+    (root / "data.yaml").write_text("names: [cat]\n")
+    before = _tree_hash(root)
+    source = {"format": "yolo", "path": str(root), "link": True}
+    collect_dataset(source=source, out_dir=tmp_path / "raw")
+    [image] = manifest.load_dataset(tmp_path / "raw" / "dataset.json")["images"]
+    linked = tmp_path / "raw" / "images" / image["file_name"]
+    assert linked.stat().st_ino == (root / "images" / "a.png").stat().st_ino
+    assert _tree_hash(root) == before
+    collect_dataset(source={**source, "link": False}, out_dir=tmp_path / "copy")
+    copied = tmp_path / "copy" / "images" / image["file_name"]
+    assert copied.stat().st_ino != linked.stat().st_ino

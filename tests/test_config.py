@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from detflow.augment import build_pipeline
 from detflow.collect import scan_source
+from detflow.errors import DetflowError
 from detflow.models import build_model
 from detflow.optimize import VARIANTS
 
@@ -70,13 +71,29 @@ def test_every_augment_option_builds(option):
     assert len(pipeline.transforms) == len(cfg["transforms"])
 
 
+def _user_data_options() -> set[str]:
+    """Options for the user's own data: their ``path`` is ``???`` (required)."""
+    return {
+        o
+        for o in _options("data")
+        if yaml.safe_load((CONF / "data" / f"{o}.yaml").read_text())["path"] == "???"
+    }
+
+
+def test_every_user_data_format_has_an_option():
+    assert {"yolo", "coco", "voc", "csv", "video", "archive"} <= _user_data_options()
+
+
 @pytest.mark.parametrize("option", _options("data"))
-def test_every_data_option_composes_and_reads(option):
-    if option == "yolo":  # the user's own dataset: data.path is required
+def test_every_data_option_composes_and_reads(option, tmp_path):
+    if option in _user_data_options():  # the user's own dataset: data.path is required
         with pytest.raises(Exception, match="data.path"):
             OmegaConf.to_container(
-                OmegaConf.create(_compose_raw(["data=yolo"])), throw_on_missing=True
+                OmegaConf.create(_compose_raw([f"data={option}"])), throw_on_missing=True
             )
+        cfg = _compose_raw([f"data={option}", f"data.path={tmp_path / 'missing'}"])["data"]
+        with pytest.raises(DetflowError, match="missing"):  # every key is one the reader takes
+            scan_source(cfg)
         return
     cfg = _compose([f"data={option}"] + (["data.num_images=5"] if option == "synthetic" else []))
     scan = scan_source({**cfg["data"], "path": str(REPO / cfg["data"]["path"])})

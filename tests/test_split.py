@@ -227,3 +227,14 @@ def test_bad_split_config_names_the_key(kwargs, message, multiclass, tmp_path):
     kwargs = {"ratios": RATIOS, **kwargs}
     with pytest.raises(ConfigError, match=message):
         split_dataset(in_json=multiclass, out_dir=tmp_path / "s", seed=0, **kwargs)
+
+
+def test_unlabelled_frames_are_held_out_not_used_as_negatives(tmp_path):
+    dataset_json = _video_dataset(tmp_path / "clean", videos=12)
+    ds = manifest.load_dataset(dataset_json)
+    for image in ds["images"][-10:]:  # the last video: frames kept for later labelling
+        image["labelled"] = False
+    manifest.save_dataset(ds, dataset_json, image_dir=tmp_path / "clean" / "images")
+    report = split_dataset(in_json=dataset_json, out_dir=tmp_path / "s", ratios=RATIOS, seed=0)
+    assert report["unlabelled_held_out"] == 10
+    assert sum(report[name]["images"] for name in SPLITS) == 110

@@ -113,6 +113,7 @@ def clean_dataset(
                 source=image["source"],
                 group=image["group"],
                 split=image.get("split"),
+                labelled=image.get("labelled"),
                 quality=quality_flags(rgb, policy.quality) or None,
                 changes=changes or None,
             )

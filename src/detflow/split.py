@@ -119,6 +119,10 @@ def split_dataset(
     """Write ``out_dir/{train,val,test}.json`` (images stay in the input's folder); report."""
     ratios = check_ratios(ratios)
     dataset = manifest.load_dataset(in_json)
+    unlabelled = [im["id"] for im in dataset["images"] if im.get("labelled") is False]
+    if unlabelled:  # e.g. video frames kept for later labelling: not known negatives
+        keep = {im["id"] for im in dataset["images"]} - set(unlabelled)
+        dataset = manifest.subset(dataset, keep)
     expected = [s for s in SPLITS if ratios[s] > 0] if mode != "kfold" else list(SPLITS)
     if require_all_classes and mode != "predefined":
         _check_classes_placeable(dataset, len(expected))
@@ -140,7 +144,7 @@ def split_dataset(
         for name in SPLITS:
             parts[name] = manifest.subset(dataset, members[name])
             manifest.save_dataset(parts[name], tmp / f"{name}.json", image_dir=images)
-    return _report(dataset, parts, ratios, mode)
+    return {**_report(dataset, parts, ratios, mode), "unlabelled_held_out": len(unlabelled)}
 
 
 def _predefined(dataset: dict) -> dict[str, str]:

@@ -26,6 +26,7 @@ class SourceImage:
     path: Path | None = None
     data: bytes | None = None
     split: str | None = None  # the source's own predefined split, if any
+    labelled: bool = True  # False: not annotated yet (video frames), not a negative
 
     def read_bytes(self) -> bytes:
         return self.data if self.data is not None else Path(self.path).read_bytes()
@@ -38,7 +39,15 @@ class SourceScan:
     class_names: list[str]
     images: list[SourceImage] = field(default_factory=list)
     dropped: list[dict] = field(default_factory=list)  # {"path", "item", "reason", "detail"}
+    resources: list = field(default_factory=list, repr=False)  # e.g. temporary folders
+
+    def close(self) -> None:
+        """Release scratch resources (extracted archives, decoded frames) the images use."""
+        for resource in reversed(self.resources):
+            resource.cleanup()
+        self.resources.clear()
 
     def drop(self, path: str, item: str, reason: str, detail: str = "") -> None:
-        """Record a dropped ``item`` (image | box | label) with a reason code and detail."""
+        """Record a dropped ``item`` (image | box | label | frame | video | member) with a
+        reason code and detail."""
         self.dropped.append({"path": path, "item": item, "reason": reason, "detail": detail})

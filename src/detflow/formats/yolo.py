@@ -8,18 +8,20 @@ names come from the argument or the dataset's ``data.yaml``.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import yaml
 
 from detflow.boxes import yolo_to_xyxy
 from detflow.errors import ConfigError, DataError
-from detflow.formats.base import SourceBox, SourceImage, SourceScan
-from detflow.images import DEFAULT_MAX_PIXELS, image_size
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-SPLIT_NAMES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
+from detflow.formats.base import SourceBox, SourceScan
+from detflow.formats.common import (
+    add_file_image,
+    compile_group,
+    image_files,
+    require_dir,
+)
+from detflow.images import DEFAULT_MAX_PIXELS
 
 
 def read_yolo(
@@ -30,35 +32,21 @@ def read_yolo(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> SourceScan:
     """Scan a YOLO dataset folder. Malformed lines and unreadable images are dropped, listed."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: YOLO dataset folder not found; set data.path to your dataset")
+    root = require_dir(root, what="YOLO dataset")
     scan = SourceScan(class_names=_class_names(root, names))
-    pattern = _compile(group_regex)
-    image_files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    pattern = compile_group(group_regex)
     used_labels = set()
-    for path in image_files:
-        rel = path.relative_to(root).as_posix()
+    for path in image_files(root):
         label = _label_path(path)
         used_labels.add(label)
-        try:
-            width, height = image_size(path.read_bytes(), name=rel, max_pixels=max_pixels)
-        except DataError as exc:
-            scan.drop(rel, "image", "unreadable_image", _reason(exc, rel))
-            continue
-        boxes = (
-            _read_labels(label, root, scan, width=width, height=height) if label.exists() else []
-        )
-        scan.images.append(
-            SourceImage(
-                source=rel,
-                group=_group(path, pattern),
-                width=width,
-                height=height,
-                boxes=boxes,
-                path=path,
-                split=_split_of(path, root),
-            )
+
+        def read_boxes(width, height, label=label):
+            if not label.exists():
+                return []
+            return _read_labels(label, root, scan, width=width, height=height)
+
+        add_file_image(
+            scan, path, root=root, pattern=pattern, read_boxes=read_boxes, max_pixels=max_pixels
         )
     for label in sorted(root.rglob("*.txt")):
         if "labels" in label.relative_to(root).parts and label not in used_labels:
@@ -132,31 +120,3 @@ def _label_path(image: Path) -> Path:
             parts[i] = "labels"
             return Path(*parts).with_suffix(".txt")
     return image.with_suffix(".txt")
-
-
-def _split_of(image: Path, root: Path) -> str | None:
-    for part in image.relative_to(root).parts[:-1]:
-        if part.lower() in SPLIT_NAMES:
-            return SPLIT_NAMES[part.lower()]
-    return None
-
-
-def _compile(group_regex: str | None):
-    if not group_regex:
-        return None
-    try:
-        return re.compile(group_regex)
-    except re.error as exc:
-        raise ConfigError(f"data.group_regex={group_regex!r} is not a valid regex ({exc})") from exc
-
-
-def _group(path: Path, pattern) -> str:
-    match = pattern.search(path.name) if pattern else None
-    if match is None:
-        return path.stem
-    return match.group(1) if match.groups() else match.group(0)
-
-
-def _reason(exc: DataError, rel: str) -> str:
-    text = str(exc)
-    return text[len(rel) + 2 :] if text.startswith(rel + ": ") else text
