@@ -18,7 +18,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
 from detflow import manifest
@@ -29,13 +28,12 @@ from detflow.images import (
     DEFAULT_MAX_PIXELS,
     RESIZE_MODES,
     PixelLimitError,
-    decode_rgb,
+    decode_with_info,
     resize_policy,
 )
 from detflow.near_duplicates import clusters, near_duplicate_pairs, perceptual_hash
 from detflow.quality import quality_flags
 
-EXIF_ORIENTATION = 0x0112
 FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png"}
 
 
@@ -178,31 +176,29 @@ def _decode(path: Path, image: dict, policy: CleanPolicy, max_pixels: int, log, 
         data = path.read_bytes()
     except OSError as exc:
         return log.drop_image(image, anns, "unreadable_image", str(exc))
+    changes = []
     try:
-        rgb = decode_rgb(data, name=image["source"], max_pixels=max_pixels)
-        changes = []
+        rgb, info = decode_with_info(data, name=image["source"], max_pixels=max_pixels)
     except PixelLimitError as exc:
         return log.drop_image(image, anns, "too_many_pixels", str(exc))
     except DataError as exc:
         if policy.broken_images == "drop":
             return log.drop_image(image, anns, "unreadable_image", str(exc))
         try:
-            rgb = decode_rgb(
+            rgb, info = decode_with_info(
                 data, name=image["source"], max_pixels=max_pixels, allow_truncated=True
             )
         except DataError as again:
             return log.drop_image(image, anns, "unreadable_image", str(again))
-        changes = ["repaired"]
-    original = Image.open(io.BytesIO(data))
-    orientation = _orientation(original)
-    if orientation not in (0, 1):
+        changes.append("repaired")
+    if info["orientation"] not in (0, 1):
         changes.append("exif_rotated")
-    if original.mode != "RGB":
+    if info["mode"] != "RGB":
         changes.append("converted_to_rgb")
-    expected = FORMAT_SUFFIX.get(original.format)
+    expected = FORMAT_SUFFIX.get(info["format"])
     if expected and Path(image["file_name"]).suffix.lower() not in (expected, ".jpeg"):
         changes.append("wrong_extension")
-    return rgb, data, original.format, orientation, changes
+    return rgb, data, info["format"], info["orientation"], changes
 
 
 def _check_boxes(anns, image, orientation, size, policy, log, valid_categories):
@@ -266,13 +262,6 @@ def _write_image(data: bytes, rgb, fmt, digest: str, changes, folder: Path) -> s
     rgb.save(buffer, format="PNG")
     (folder / name).write_bytes(buffer.getvalue())
     return name
-
-
-def _orientation(image: Image.Image) -> int:
-    try:
-        return int(image.getexif().get(EXIF_ORIENTATION, 1))
-    except Exception:  # noqa: BLE001 - unreadable EXIF means "as stored"
-        return 1
 
 
 def _near_duplicates(out: dict, hashes: list[int], policy: CleanPolicy, log, folder: Path):

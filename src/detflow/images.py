@@ -35,17 +35,34 @@ def decode_rgb(
     Raises DataError for unreadable or truncated images (``allow_truncated`` keeps the
     decodable part of a truncated file instead) and PixelLimitError for oversized ones.
     """
+    return decode_with_info(
+        data, name=name, max_pixels=max_pixels, allow_truncated=allow_truncated
+    )[0]
+
+
+def decode_with_info(
+    data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, allow_truncated: bool = False
+) -> tuple[Image.Image, dict]:
+    """:func:`decode_rgb` in one decode, plus what the file was: ``format``, ``mode`` and
+    EXIF ``orientation`` (1 when absent)."""
     image = _open(data, name=name, max_pixels=max_pixels)
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = allow_truncated
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return _to_rgb8(image)
+        info = {"format": image.format, "mode": image.mode, "orientation": _orientation(image)}
+        return _to_rgb8(ImageOps.exif_transpose(image)), info
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{name}: image cannot be decoded ({exc}); re-export or remove it") from exc
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - unreadable EXIF means "as stored"
+        return 1
 
 
 def load_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
