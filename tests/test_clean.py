@@ -90,6 +90,7 @@ def test_raccoon_exact_duplicates_found(shared_datasets, tmp_path):
     collect_dataset(source={"format": "yolo", "path": str(source)}, out_dir=tmp_path / "raw")
     report = clean_dataset(in_json=tmp_path / "raw" / "dataset.json", out_dir=tmp_path / "clean")
     assert report["images_dropped_by_reason"] == {"exact_duplicate": 4}
+    assert report["images_kept"] + report["images_dropped"] == report["images_in"] == 200
 
 
 def test_thermal_burst_near_duplicates_share_a_group(thermal_source, tmp_path):
@@ -103,6 +104,8 @@ def test_thermal_burst_near_duplicates_share_a_group(thermal_source, tmp_path):
         policy=CleanPolicy(near_duplicate_distance=4),
     )
     assert report["near_duplicate_pairs"] >= 20 and report["groups_merged"] > 0
+    assert report["images_kept"] + report["images_dropped"] == report["images_in"] == 203
+    assert report["boxes_kept"] + report["boxes_dropped"] == report["boxes_in"] == 257
     clean = manifest.load_dataset(tmp_path / "clean" / "dataset.json")
     group_of = {im["source"]: im["group"] for im in clean["images"]}
     for pair in report["near_duplicates"]:
