@@ -46,10 +46,16 @@ def main() -> None:
     for count in args.sizes:
         with tempfile.TemporaryDirectory() as work:
             work = Path(work)
-            collect_dataset(source={"format": "synthetic", "num_images": count,
-                                    "image_size": args.image_size,
-                                    "classes": ["circle", "square", "triangle"], "seed": 0},
-                            out_dir=work / "raw")
+            collect_dataset(
+                source={
+                    "format": "synthetic",
+                    "num_images": count,
+                    "image_size": args.image_size,
+                    "classes": ["circle", "square", "triangle"],
+                    "seed": 0,
+                },
+                out_dir=work / "raw",
+            )
             raw = work / "raw" / "dataset.json"
             _decode_all(raw)  # warm the page cache: both timings read from memory
             decode = _decode_all(raw)
@@ -57,8 +63,10 @@ def main() -> None:
             clean_dataset(in_json=raw, out_dir=work / "clean")
             clean = time.perf_counter() - start
         first = first or (count, clean)
-        print(f"| {count} | {decode:.2f} | {clean:.2f} | {clean / decode:.2f}x "
-              f"| {count / clean:.0f} |")
+        print(
+            f"| {count} | {decode:.2f} | {clean:.2f} | {clean / decode:.2f}x "
+            f"| {count / clean:.0f} |"
+        )
     if len(args.sizes) > 1:
         n0, t0 = first
         print(f"scaling: {args.sizes[-1] / n0:.0f}x the images took {clean / t0:.2f}x the time")

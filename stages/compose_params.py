@@ -6,14 +6,19 @@ Usage: python stages/compose_params.py [OVERRIDE ...] [--out FILE]
 import argparse
 from pathlib import Path
 
+from dvc.repo import Repo
 from dvc.utils.hydra import compose_and_dump
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def compose(overrides: list[str], out: Path) -> None:
-    """The same call DVC makes for `dvc exp run -S …` with Hydra composition enabled."""
-    compose_and_dump(out, str(ROOT / "conf"), None, "config", str(ROOT), overrides)
+    """The same call, with the same .dvc/config hydra settings, that DVC makes for
+    `dvc exp run -S …` with Hydra composition enabled."""
+    hydra = Repo(str(ROOT)).config.get("hydra", {})
+    config_dir = str(ROOT / hydra.get("config_dir", "conf"))
+    name = hydra.get("config_name", "config")
+    compose_and_dump(out, config_dir, None, name, str(ROOT), overrides)
 
 
 if __name__ == "__main__":

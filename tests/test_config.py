@@ -28,10 +28,10 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def _compose(overrides: list[str]) -> dict:
+def _compose(overrides: list[str], *, resolve: bool = True) -> dict:
     with initialize_config_dir(str(CONF), version_base=None):
         cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_container(cfg, resolve=resolve)
 
 
 def test_params_yaml_is_the_composition_of_conf(tmp_path):
@@ -89,20 +89,16 @@ def test_every_data_option_composes_and_reads(option, tmp_path):
     if option in _user_data_options():  # the user's own dataset: data.path is required
         with pytest.raises(Exception, match="data.path"):
             OmegaConf.to_container(
-                OmegaConf.create(_compose_raw([f"data={option}"])), throw_on_missing=True
+                OmegaConf.create(_compose([f"data={option}"], resolve=False)), throw_on_missing=True
             )
-        cfg = _compose_raw([f"data={option}", f"data.path={tmp_path / 'missing'}"])["data"]
+        overrides = [f"data={option}", f"data.path={tmp_path / 'missing'}"]
+        cfg = _compose(overrides, resolve=False)["data"]
         with pytest.raises(DetflowError, match="missing"):  # every key is one the reader takes
             scan_source(cfg)
         return
     cfg = _compose([f"data={option}"] + (["data.num_images=5"] if option == "synthetic" else []))
     scan = scan_source({**cfg["data"], "path": str(REPO / cfg["data"]["path"])})
     assert scan.images and scan.class_names
-
-
-def _compose_raw(overrides):
-    with initialize_config_dir(str(CONF), version_base=None):
-        return OmegaConf.to_container(compose(config_name="config", overrides=overrides))
 
 
 @pytest.mark.parametrize("option", _options("optimize"))

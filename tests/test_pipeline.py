@@ -65,16 +65,7 @@ def tiny_repo(tmp_path_factory) -> Path:
     run(["git", "config", "user.name", "detflow test"], repo)
     run(["git", "config", "user.email", "test@detflow.invalid"], repo)
     _dvc(repo, "config", "hydra.config_name", "tiny")
-    run(
-        [
-            sys.executable,
-            "-c",
-            "import os, sys; sys.path.insert(0, 'stages');"
-            "from dvc.utils.hydra import compose_and_dump as c;"
-            "c('params.yaml', os.path.abspath('conf'), None, 'tiny', '.', [])",
-        ],
-        repo,
-    )
+    run([sys.executable, "stages/compose_params.py"], repo)  # `make params`, config tiny
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "tiny copy"], repo)
     _dvc(repo, "repro")

@@ -308,8 +308,7 @@ def _drop_cluster_members(out: dict, roots: list[int], log, folder: Path) -> Non
 
 def _balance(out: dict, warn_above: float) -> dict:
     """Boxes per class, imbalance ratio (most / fewest boxes) and warnings."""
-    counts = Counter(a["category_id"] for a in out["annotations"])
-    per_class = {name: counts.get(i + 1, 0) for i, name in enumerate(manifest.class_names(out))}
+    per_class = manifest.class_counts(out)
     warnings = [f"class '{n}' has no boxes left" for n, c in per_class.items() if c == 0]
     ratio = None
     if per_class and not warnings:

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import torch
 
+from detflow.engine import predict
 from detflow.errors import DetflowError
 from detflow.files import atomic_file
 from detflow.runtime import OnnxDetector
@@ -121,21 +122,20 @@ def check_parity(
         None,
         {"images": len(images), "max_box_error_px": 0.0, "max_score_error": 0.0, "detections": 0},
     )
-    with torch.inference_mode():
-        for name, image in zip(names, images, strict=True):
-            reference = {k: v.numpy() for k, v in model([image])[0].items()}
-            result = compare_detections(reference, detector(image.numpy()))
-            report["detections"] += len(reference["scores"])
-            bad = [s for s in result["unmatched_scores"] if s > score_threshold + max_score_error]
-            for key in ("max_box_error_px", "max_score_error"):
-                report[key] = max(report[key], result[key])
-            failed = (
-                bad
-                or result["max_box_error_px"] > max_box_error_px
-                or result["max_score_error"] > max_score_error
-            )
-            if failed and worst is None:
-                worst = (name, result, bad)
+    for name, image in zip(names, images, strict=True):
+        reference = {k: v.numpy() for k, v in predict(model, [image])[0].items()}
+        result = compare_detections(reference, detector(image.numpy()))
+        report["detections"] += len(reference["scores"])
+        bad = [s for s in result["unmatched_scores"] if s > score_threshold + max_score_error]
+        for key in ("max_box_error_px", "max_score_error"):
+            report[key] = max(report[key], result[key])
+        failed = (
+            bad
+            or result["max_box_error_px"] > max_box_error_px
+            or result["max_score_error"] > max_score_error
+        )
+        if failed and worst is None:
+            worst = (name, result, bad)
     report["passed"] = worst is None
     if worst is not None:
         name, result, bad = worst

@@ -88,12 +88,7 @@ def _open(data: bytes, *, name: str, max_pixels: int) -> Image.Image:
             raise DataError(
                 f"{name}: not a readable image ({exc}); re-export or remove it"
             ) from exc
-    width, height = image.size
-    if width * height > max_pixels:
-        raise PixelLimitError(
-            f"{name}: {width}x{height} exceeds the pixel limit {max_pixels}; "
-            "downscale it or raise clean.max_pixels"
-        )
+    check_pixel_limit(*image.size, name=name, max_pixels=max_pixels)
     return image
 
 
@@ -112,8 +107,8 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
 
 
 def check_pixel_limit(width: int, height: int, *, name: str, max_pixels: int) -> None:
-    """Raise DataError when a ``width`` × ``height`` picture (e.g. a video frame, before it is
-    decoded) exceeds ``max_pixels``."""
+    """Raise PixelLimitError when a ``width`` × ``height`` picture (an image header, a video
+    frame before it is decoded) exceeds ``max_pixels``."""
     if width * height > max_pixels:
         raise PixelLimitError(
             f"{name}: {width}x{height} exceeds the pixel limit {max_pixels}; "

@@ -10,7 +10,7 @@ to the JSON file, in ``detflow.image_dir``.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from detflow.errors import DataError
@@ -101,6 +101,12 @@ def image_dir(json_path: str | Path, dataset: dict) -> Path:
 def class_names(dataset: dict) -> list[str]:
     """Class names in category-id order (category id ``k`` is ``names[k - 1]``)."""
     return [c["name"] for c in sorted(dataset["categories"], key=lambda c: c["id"])]
+
+
+def class_counts(dataset: dict) -> dict[str, int]:
+    """Boxes per class name, every class listed (0 when it has none), in id order."""
+    counts = Counter(a["category_id"] for a in dataset["annotations"])
+    return {name: counts.get(i + 1, 0) for i, name in enumerate(class_names(dataset))}
 
 
 def annotations_by_image(dataset: dict) -> dict[int, list[dict]]:

@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -42,11 +41,8 @@ class _ImageReader(CalibrationDataReader):
 
 def build_ort_fp32(source: Path, target: Path) -> None:
     """Save ORT's fully optimised graph (level ALL) for this machine's CPU provider."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     with atomic_file(target) as tmp:
-        options.optimized_model_filepath = str(tmp)
-        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        make_session(source, optimization="all", save_optimized=tmp)
 
 
 def build_int8_static(

@@ -25,8 +25,10 @@ def make_session(
     providers: list[str] | None = None,
     threads: int = 0,
     optimization: str = "all",
+    save_optimized: str | Path | None = None,
 ) -> ort.InferenceSession:
-    """An ORT session; ``threads`` 0 = all cores; ``optimization`` basic | extended | all."""
+    """An ORT session; ``threads`` 0 = all cores; ``optimization`` basic | extended | all;
+    ``save_optimized``: also write the optimised graph there."""
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -37,6 +39,8 @@ def make_session(
     options.graph_optimization_level = levels[optimization]
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.log_severity_level = 3
+    if save_optimized is not None:
+        options.optimized_model_filepath = str(save_optimized)
     try:
         return ort.InferenceSession(
             str(path), options, providers=providers or ["CPUExecutionProvider"]

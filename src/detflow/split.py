@@ -198,8 +198,6 @@ def _report(dataset: dict, parts: dict, ratios: dict, mode: str) -> dict:
 
 
 def _summary(part: dict) -> dict:
-    counts = Counter(a["category_id"] for a in part["annotations"])
-    names = manifest.class_names(part)
     labels, _ = group_labels(part) if part["images"] else ({}, {})
     with_boxes = {a["image_id"] for a in part["annotations"]}
     return {
@@ -207,6 +205,6 @@ def _summary(part: dict) -> dict:
         "boxes": len(part["annotations"]),
         "negatives": len(part["images"]) - len(with_boxes),
         "groups": len(labels),
-        "class_counts": {n: counts.get(i + 1, 0) for i, n in enumerate(names)},
+        "class_counts": manifest.class_counts(part),
         "images_with_class": dict(sorted(sum(labels.values(), Counter()).items())),
     }

@@ -14,13 +14,13 @@ import math
 from pathlib import Path
 
 import cv2
-import imagehash
 from PIL import Image
 from tqdm import tqdm
 
 from detflow.errors import ConfigError, DataError, require_choice, require_positive
 from detflow.formats.base import SourceImage, SourceScan
 from detflow.images import DEFAULT_MAX_PIXELS, check_pixel_limit
+from detflow.near_duplicates import hamming, perceptual_hash
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 FRAME_FORMATS = {"png": "PNG", "jpg": "JPEG"}
@@ -141,9 +141,9 @@ def _sample(capture, rel, out, scan, *, step, max_frames, skip_similar, frame_fo
             continue
         image = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
         if skip_similar is not None:
-            digest = imagehash.phash(image)
-            if previous is not None and digest - previous[1] <= skip_similar:
-                distance = digest - previous[1]
+            digest = perceptual_hash(image)
+            if previous is not None and hamming(digest, previous[1]) <= skip_similar:
+                distance = hamming(digest, previous[1])
                 detail = f"phash distance {distance} to frame {previous[0]}"
                 scan.drop(f"{rel}#frame={index:06d}", "frame", "near_identical_frame", detail)
                 continue
