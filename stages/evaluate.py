@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+from detflow.checkpoints import load_checkpoint
 from detflow.datasets import DetectionDataset
-from detflow.engine import evaluate_model, load_checkpoint
 from detflow.files import write_json
+from detflow.inference import evaluate_model
 
 from _app import stage
 

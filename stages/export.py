@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
+from detflow.checkpoints import load_checkpoint
 from detflow.datasets import DetectionDataset
-from detflow.engine import load_checkpoint
 from detflow.export import export_verified
 from detflow.files import write_json
 

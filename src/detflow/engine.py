@@ -1,10 +1,4 @@
-"""Training and inference for torchvision detectors on canonical datasets.
-
-Checkpoints are plain dicts of tensors and primitives (``torch.load(..., weights_only=True)``):
-``model_state``, ``model`` (builder config), ``postprocess``, ``class_names``, ``config`` (the
-whole resolved run config), ``epoch`` and ``metrics``; ``last.pt`` also holds
-``optimizer_state`` and ``scheduler_state``.
-"""
+"""Training torchvision detectors on canonical datasets (see :mod:`detflow.checkpoints`)."""
 
 from __future__ import annotations
 
@@ -21,13 +15,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from detflow.checkpoints import SCHEMA, save_checkpoint
 from detflow.datasets import DetectionDataset, collate
 from detflow.errors import DetflowError, require_choice, require_positive
-from detflow.files import atomic_file
-from detflow.metrics import evaluate_predictor
+from detflow.inference import evaluate_model
 from detflow.models import build_model
 
-SCHEMA = "detflow-checkpoint-v1"
 log = logging.getLogger(__name__)
 
 
@@ -180,46 +173,3 @@ def _train_epoch(model, loader, optimizer, scheduler, device, epoch, clip_norm):
         total += loss.item()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     return total / max(len(loader), 1), time.perf_counter() - start
-
-
-@torch.inference_mode()
-def predict(model, images: list[torch.Tensor], device: str | torch.device = "cpu") -> list[dict]:
-    """Run ``model`` on ``[3, H, W]`` images; outputs ``boxes`` xyxy px, ``labels``, ``scores``."""
-    model.eval()
-    outputs = model([im.to(device) for im in images])
-    return [{k: v.detach().cpu() for k, v in out.items()} for out in outputs]
-
-
-def evaluate_model(model, dataset: DetectionDataset, *, device: str | torch.device = "cpu") -> dict:
-    """COCO metrics of ``model`` on ``dataset`` plus per-image latency (ms, batch 1)."""
-
-    def predict_one(image: torch.Tensor) -> dict:
-        out = predict(model, [image], device)[0]
-        return {k: v.numpy() for k, v in out.items()}
-
-    return evaluate_predictor(predict_one, dataset)
-
-
-def save_checkpoint(state: dict, path: str | Path) -> None:
-    """``torch.save`` atomically (temp file + rename)."""
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | Path, *, postprocess: dict | None = None, device="cpu"):
-    """Rebuild the model from a checkpoint (``weights_only=True``); returns (model, state)."""
-    path = Path(path)
-    if not path.exists():
-        raise DetflowError(f"{path}: checkpoint not found; run the train stage first")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(state, dict) or state.get("schema") != SCHEMA:
-        raise DetflowError(f"{path}: not a detflow checkpoint ({SCHEMA})")
-    model_config = {**state["model"], "backbone_weights": "none"}
-    model = build_model(
-        **model_config,
-        num_classes=len(state["class_names"]),
-        **(postprocess or state["postprocess"]),
-    )
-    model.load_state_dict(state["model_state"])
-    model.eval()
-    return model, state

@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 import torch
 
-from detflow.engine import predict
 from detflow.errors import DetflowError
 from detflow.files import atomic_file
+from detflow.inference import predict
 from detflow.runtime import OnnxDetector
 
 
