@@ -14,6 +14,7 @@ from detflow.collect import scan_source
 from detflow.errors import DetflowError
 from detflow.models import build_model
 from detflow.optimize import VARIANTS
+from detflow.postprocess import model_kwargs
 
 from conftest import REPO, run
 
@@ -57,7 +58,7 @@ def test_required_groups_exist():
 @pytest.mark.parametrize("option", _options("model"))
 def test_every_model_option_builds(option):
     cfg = _compose([f"model={option}"])
-    model = build_model(**cfg["model"], num_classes=2, **cfg["postprocess"])
+    model = build_model(**cfg["model"], num_classes=2, **model_kwargs(cfg["postprocess"]))
     assert model.roi_heads.score_thresh == cfg["postprocess"]["score_threshold"]
     assert model.transform.min_size == (cfg["model"]["min_size"],)
 

@@ -14,6 +14,7 @@ import torch
 from detflow.errors import DetflowError
 from detflow.files import atomic_file
 from detflow.models import build_model
+from detflow.postprocess import model_kwargs
 
 SCHEMA = "detflow-checkpoint-v1"
 
@@ -36,7 +37,7 @@ def load_checkpoint(path: str | Path, *, postprocess: dict | None = None, device
     model = build_model(
         **model_config,
         num_classes=len(state["class_names"]),
-        **(postprocess or state["postprocess"]),
+        **model_kwargs(postprocess or state["postprocess"]),
     )
     model.load_state_dict(state["model_state"])
     model.eval()

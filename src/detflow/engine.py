@@ -20,6 +20,7 @@ from detflow.datasets import DetectionDataset, collate
 from detflow.errors import DetflowError, require_choice, require_positive
 from detflow.inference import evaluate_model
 from detflow.models import build_model
+from detflow.postprocess import model_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,9 @@ def train_detector(
     seed_everything(seed)
     train_set, val_set = DetectionDataset(train_json), DetectionDataset(val_json)
     target = resolve_device(device)
-    model = build_model(**model_config, num_classes=len(train_set.class_names), **postprocess)
+    model = build_model(
+        **model_config, num_classes=len(train_set.class_names), **model_kwargs(postprocess)
+    )
     model.to(target)
     loader = DataLoader(
         train_set,
