@@ -1,48 +1,51 @@
 """augment: bbox-safe albumentations pipeline from config, applied to the train split only.
 
-Boxes are ``xyxy`` pixels (albumentations ``pascal_voc``), transformed with the image and
-dropped below ``min_visibility`` / ``min_area``. Each augmented copy is seeded from
-``(seed, image id, copy)``, so the output does not depend on processing order.
+Boxes are ``xyxy`` pixels (albumentations ``pascal_voc``), transformed with the image, clipped
+to it and dropped below ``min_visibility`` / ``min_area``; every dropped box is counted.
+Transformed boxes are rounded to 1/1000 px (albumentations works in normalised float32). Each
+augmented copy is seeded from ``(seed, file name, copy)``, so the output is byte-identical
+whatever the number of worker processes or the order they finish in.
 """
 
 from __future__ import annotations
 
-import io
+import math
+import multiprocessing
+import os
 import shutil
+import warnings
 import zlib
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import albumentations as A
+import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from detflow import manifest
 from detflow.boxes import xywh_to_xyxy, xyxy_to_xywh
+from detflow.draw import draw_boxes, image_grid
 from detflow.errors import ConfigError, require_positive
-from detflow.files import atomic_dir
-from detflow.images import load_rgb
+from detflow.files import atomic_dir, atomic_file
+from detflow.images import DEFAULT_MAX_PIXELS, load_rgb
+
+PNG_COMPRESS_LEVEL = 1  # augmented copies are intermediate training data: favour speed
+BOX_DECIMALS = 3  # albumentations computes in normalised float32; keep 1/1000 px
 
 
 def build_pipeline(*, transforms: list[dict], min_visibility: float, min_area: float) -> A.Compose:
     """An albumentations ``Compose`` from ``[{name: Transform, **kwargs}, …]``.
 
-    Raises ConfigError naming the transform and albumentations' own message.
+    Composition transforms (``OneOf``, ``SomeOf``, ``Sequential``) take a nested
+    ``transforms:`` list. Raises ConfigError naming the transform and albumentations' message.
     """
-    built = []
-    for index, spec in enumerate(transforms):
-        spec = dict(spec)
-        name = spec.pop("name", None)
-        cls = getattr(A, str(name), None)
-        if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
-            raise ConfigError(
-                f"augment.transforms[{index}].name={name!r} is not an "
-                "albumentations transform (see albumentations' transform list)"
-            )
-        try:
-            built.append(cls(**spec, strict=True))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"augment.transforms[{index}] {name}: {exc}") from exc
+    if not 0.0 <= float(min_visibility) <= 1.0:
+        raise ConfigError(f"augment.min_visibility={min_visibility!r} must be in [0, 1]")
+    require_positive("augment.min_area", min_area, allow_zero=True)
     params = A.BboxParams(
         format="pascal_voc",
         label_fields=["labels"],
@@ -50,7 +53,75 @@ def build_pipeline(*, transforms: list[dict], min_visibility: float, min_area: f
         min_visibility=min_visibility,
         min_area=min_area,
     )
-    return A.Compose(built, bbox_params=params, seed=0)
+    built = _build_list(transforms, "augment.transforms")
+    with warnings.catch_warnings():  # an empty list is valid: copies then equal the originals
+        warnings.filterwarnings("ignore", "Got processor for bboxes, but no transform")
+        return A.Compose(built, bbox_params=params, seed=0)
+
+
+def _build_list(specs, key: str) -> list:
+    if not isinstance(specs, list | tuple):
+        raise ConfigError(f"{key} must be a list of {{name: Transform, …}} entries")
+    return [_build_one(spec, f"{key}[{index}]") for index, spec in enumerate(specs)]
+
+
+def _build_one(spec, key: str):
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    cls = getattr(A, str(name), None)
+    is_compose = isinstance(cls, type) and issubclass(cls, A.BaseCompose)
+    if not (isinstance(cls, type) and (issubclass(cls, A.BasicTransform) or is_compose)):
+        raise ConfigError(
+            f"{key}.name={name!r} is not an albumentations transform "
+            "(see albumentations' transform list)"
+        )
+    try:
+        if is_compose:
+            return cls(_build_list(spec.pop("transforms", None), f"{key}.transforms"), **spec)
+        return cls(**spec, strict=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key} {name}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class CopyJob:
+    """One augmented copy to make: source image file, copy number, its boxes (xyxy px)."""
+
+    file_name: str
+    copy: int
+    boxes: list
+    labels: list
+
+    @property
+    def out_name(self) -> str:
+        return f"{Path(self.file_name).stem}_aug{self.copy}.png"
+
+
+def oversample_plan(dataset: dict, *, balance_ratio: float | None) -> dict[int, int]:
+    """Extra copies per image id so each class reaches ``balance_ratio`` × the majority class's
+    box count (originals only; classes processed rarest first, images round-robin by id)."""
+    if not balance_ratio:
+        return {}
+    if not 0.0 < float(balance_ratio) <= 1.0:
+        raise ConfigError(f"augment.balance_ratio={balance_ratio!r} must be null or in (0, 1]")
+    boxes_of = manifest.annotations_by_image(dataset)
+    per_image = {i: Counter(a["category_id"] for a in anns) for i, anns in boxes_of.items()}
+    counts = Counter()
+    for image_counts in per_image.values():
+        counts.update(image_counts)
+    if not counts:
+        return {}
+    target = math.ceil(float(balance_ratio) * max(counts.values()))
+    extra: Counter = Counter()
+    for class_id in sorted(counts, key=lambda c: (counts[c], c)):
+        holders = sorted(i for i, c in per_image.items() if c[class_id])
+        turn = 0
+        while counts[class_id] < target:
+            image_id = holders[turn % len(holders)]
+            extra[image_id] += 1
+            counts.update(per_image[image_id])
+            turn += 1
+    return dict(extra)
 
 
 def augment_dataset(
@@ -62,55 +133,119 @@ def augment_dataset(
     min_visibility: float,
     min_area: float,
     seed: int,
+    balance_ratio: float | None = None,
+    workers: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict:
-    """Write ``out_dir/train.json`` + ``out_dir/images/`` (originals and copies); report."""
+    """Write ``out_dir/train.json`` + ``out_dir/images/``: each original, ``copies`` augmented
+    copies of it, plus the oversampling copies of :func:`oversample_plan`; return the report.
+
+    ``workers``: processes (0 = all cores); the output does not depend on it.
+    """
     require_positive("augment.copies", copies, allow_zero=True)
-    pipeline = build_pipeline(
-        transforms=transforms, min_visibility=min_visibility, min_area=min_area
-    )
+    require_positive("augment.workers", workers, allow_zero=True)
+    build_pipeline(transforms=transforms, min_visibility=min_visibility, min_area=min_area)
     source = manifest.load_dataset(train_json)
     src_images = manifest.image_dir(train_json, source)
     boxes_of = manifest.annotations_by_image(source)
+    extra = oversample_plan(source, balance_ratio=balance_ratio)
+    jobs_of = _plan_jobs(source, boxes_of, copies=copies, extra=extra)
     out = manifest.new_dataset(class_names=manifest.class_names(source))
-    dropped = 0
+    dropped: Counter = Counter()
     with atomic_dir(out_dir) as tmp:
         folder = tmp / "images"
         folder.mkdir()
-        for image in tqdm(source["images"], desc="augment", unit="img", leave=False, disable=None):
-            anns = boxes_of.get(image["id"], [])
-            xyxy = xywh_to_xyxy([a["bbox"] for a in anns])
-            labels = [a["category_id"] for a in anns]
+        options = (transforms, min_visibility, min_area, seed, src_images, folder, max_pixels)
+        results = _run_jobs([jobs for jobs in jobs_of.values() if jobs], options, workers)
+        for image in source["images"]:
             shutil.copyfile(src_images / image["file_name"], folder / image["file_name"])
-            _add(out, image, image["file_name"], image["width"], image["height"], xyxy, labels)
-            pixels = np.asarray(load_rgb(src_images / image["file_name"])) if copies else None
-            for copy in range(1, copies + 1):
-                pipeline.set_random_seed(_item_seed(seed, image["file_name"], copy))
-                result = pipeline(image=pixels, bboxes=xyxy, labels=labels)
-                dropped += len(labels) - len(result["labels"])
-                name = f"{Path(image['file_name']).stem}_aug{copy}.png"
-                buffer = io.BytesIO()
-                Image.fromarray(result["image"]).save(buffer, format="PNG")
-                (folder / name).write_bytes(buffer.getvalue())
-                height, width = result["image"].shape[:2]
-                _add(
-                    out,
-                    image,
-                    name,
-                    width,
-                    height,
-                    result["bboxes"],
-                    result["labels"],
-                    augmented_from=image["file_name"],
-                )
+            boxes, labels = _boxes(boxes_of, image)
+            _add(out, image, image["file_name"], image["width"], image["height"], boxes, labels)
+            copies_made = next(results) if jobs_of[image["id"]] else []
+            for job, (width, height, boxes, labels) in zip(
+                jobs_of[image["id"]], copies_made, strict=True
+            ):
+                dropped.update(Counter(job.labels) - Counter(labels))
+                _add(out, image, job.out_name, width, height, boxes, labels, job.file_name)
         manifest.save_dataset(out, tmp / "train.json", image_dir=folder)
+    return _report(source, out, dropped, copies=copies, oversampled=sum(extra.values()))
+
+
+def _plan_jobs(
+    source: dict, boxes_of: dict, *, copies: int, extra: dict[int, int]
+) -> dict[int, list[CopyJob]]:
     return {
-        "images_in": len(source["images"]),
-        "images_out": len(out["images"]),
-        "boxes_in": len(source["annotations"]),
-        "boxes_out": len(out["annotations"]),
-        "boxes_dropped": dropped,
-        "copies": copies,
+        image["id"]: [
+            CopyJob(image["file_name"], copy, *_boxes(boxes_of, image))
+            for copy in range(1, copies + extra.get(image["id"], 0) + 1)
+        ]
+        for image in source["images"]
     }
+
+
+def _boxes(boxes_of: dict, image: dict) -> tuple[list, list]:
+    """``(xyxy px boxes, category ids)`` of ``image`` from ``annotations_by_image``'s map."""
+    anns = boxes_of.get(image["id"], [])
+    return xywh_to_xyxy([a["bbox"] for a in anns]).tolist(), [a["category_id"] for a in anns]
+
+
+def _run_jobs(per_image: list[list[CopyJob]], options: tuple, workers: int):
+    """Yield, per image in order, its copies' ``(width, height, boxes, labels)``."""
+    workers = min(workers or os.cpu_count() or 1, max(len(per_image), 1))
+    progress = {"total": len(per_image), "desc": "augment", "unit": "img", "disable": None}
+    if workers == 1:
+        _init_worker(*options)
+        yield from tqdm(map(_augment_image, per_image), **progress)
+        return
+    # forkserver, not fork: a fork after OpenCV's threads ran in this process can deadlock
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # workers fork from a server that imported us
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=options
+    ) as pool:
+        chunk = max(1, len(per_image) // (workers * 8))
+        yield from tqdm(pool.map(_augment_image, per_image, chunksize=chunk), **progress)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(transforms, min_visibility, min_area, seed, src_images, folder, max_pixels):
+    cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
+    _WORKER.update(
+        pipeline=build_pipeline(
+            transforms=transforms, min_visibility=min_visibility, min_area=min_area
+        ),
+        seed=seed,
+        src_images=Path(src_images),
+        folder=Path(folder),
+        max_pixels=max_pixels,
+    )
+
+
+def _augment_image(jobs: list[CopyJob]) -> list[tuple[int, int, list, list]]:
+    """All copies of one image (decoded once): ``(width, height, xyxy boxes, labels)`` each."""
+    pipeline, folder = _WORKER["pipeline"], _WORKER["folder"]
+    pixels = np.asarray(
+        load_rgb(_WORKER["src_images"] / jobs[0].file_name, max_pixels=_WORKER["max_pixels"])
+    )
+    made = []
+    for job in jobs:
+        pipeline.set_random_seed(item_seed(_WORKER["seed"], job.file_name, job.copy))
+        boxes = np.asarray(job.boxes, dtype=float).reshape(-1, 4)
+        result = pipeline(image=pixels, bboxes=boxes, labels=job.labels)
+        Image.fromarray(result["image"]).save(
+            folder / job.out_name, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+        )
+        height, width = result["image"].shape[:2]
+        kept = np.asarray(result["bboxes"], dtype=float).reshape(-1, 4).round(BOX_DECIMALS)
+        made.append((width, height, kept.tolist(), [int(x) for x in result["labels"]]))
+    return made
+
+
+def item_seed(seed: int, file_name: str, copy: int) -> int:
+    """The albumentations seed of copy ``copy`` of ``file_name``."""
+    return zlib.crc32(f"{seed}:{file_name}:{copy}".encode())
 
 
 def _add(out, image, file_name, width, height, xyxy, labels, augmented_from=None):
@@ -129,5 +264,46 @@ def _add(out, image, file_name, width, height, xyxy, labels, augmented_from=None
         manifest.add_box(out, image_id=new_id, category_id=int(label), xywh=box)
 
 
-def _item_seed(seed: int, file_name: str, copy: int) -> int:
-    return zlib.crc32(f"{seed}:{file_name}:{copy}".encode())
+def _report(source: dict, out: dict, dropped: Counter, *, copies: int, oversampled: int) -> dict:
+    names = {c["id"]: c["name"] for c in source["categories"]}
+    return {
+        "images_in": len(source["images"]),
+        "images_out": len(out["images"]),
+        "boxes_in": len(source["annotations"]),
+        "boxes_out": len(out["annotations"]),
+        "boxes_dropped": sum(dropped.values()),
+        "boxes_dropped_per_class": {names[c]: dropped.get(c, 0) for c in sorted(names)},
+        "copies": copies,
+        "oversampled_copies": oversampled,
+        "class_boxes_in": manifest.class_counts(source),
+        "class_boxes_out": manifest.class_counts(out),
+    }
+
+
+def write_preview(
+    *, augmented_json: str | Path, out_png: str | Path, samples: int, cell: int = 256
+) -> int:
+    """A PNG grid of originals beside their first augmented copy, ground-truth boxes drawn:
+    the first ``samples`` originals (in file order) that have a copy. Returns pairs drawn."""
+    require_positive("augment.preview_samples", samples, allow_zero=True)
+    dataset = manifest.load_dataset(augmented_json)
+    folder = manifest.image_dir(augmented_json, dataset)
+    names = {c["id"]: c["name"] for c in dataset["categories"]}
+    by_name = {im["file_name"]: im for im in dataset["images"]}
+    firsts = {}
+    for image in dataset["images"]:
+        firsts.setdefault(image.get("augmented_from"), image)
+    pairs = [(by_name[src], aug) for src, aug in firsts.items() if src][:samples]
+    if not pairs:
+        return 0
+    boxes_of = manifest.annotations_by_image(dataset)
+    tiles = [_drawn(boxes_of, folder, image, names) for pair in pairs for image in pair]
+    with atomic_file(out_png) as tmp:
+        Image.fromarray(image_grid(tiles, columns=4, cell=cell)).save(tmp, format="PNG")
+    return len(pairs)
+
+
+def _drawn(boxes_of: dict, folder: Path, image: dict, names: dict) -> np.ndarray:
+    boxes, labels = _boxes(boxes_of, image)
+    pixels = np.asarray(load_rgb(folder / image["file_name"]))
+    return draw_boxes(pixels, boxes=boxes, labels=labels, names=names)
