@@ -1,22 +1,39 @@
-"""evaluate: COCO metrics and PyTorch latency of the best checkpoint on the test split."""
+"""evaluate: COCO metrics, P/R/F1, confusion matrix, plots and PyTorch latency of the best
+checkpoint on the test split, post-processed by the shared ``postprocess.*``."""
 
 from pathlib import Path
 
 from detflow.checkpoints import load_checkpoint
 from detflow.datasets import DetectionDataset
-from detflow.files import write_json
-from detflow.inference import evaluate_model
+from detflow.inference import evaluate
+from detflow.plots import write_evaluation
 
 from _app import stage
 
 
 @stage
 def main(cfg: dict, root: Path) -> dict:
-    paths = cfg["paths"]
-    model, _ = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=cfg["postprocess"])
-    metrics = evaluate_model(model, DetectionDataset(Path(paths["split"]) / "test.json"))
-    write_json(root / paths["reports"] / "evaluate" / "metrics.json", metrics)
-    return {k: round(metrics[k], 4) for k in ("map50_95", "map50", "latency_ms_p50")}
+    paths, options, postprocess = cfg["paths"], cfg["evaluate"], cfg["postprocess"]
+    model, _ = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=postprocess)
+    test = DetectionDataset(Path(paths["split"]) / "test.json")
+    evaluation = evaluate(
+        model,
+        test,
+        postprocess=postprocess,
+        score_threshold=options["score_threshold"],
+        iou=options["iou"],
+    )
+    write_evaluation(
+        evaluation,
+        root / paths["reports"] / "evaluate",
+        dataset=test,
+        score_threshold=options["score_threshold"],
+        preview_images=options["preview_images"],
+        preview_columns=options["preview_columns"],
+    )
+    metrics = evaluation.metrics
+    keys = ("map50_95", "map50", "precision", "recall", "f1", "latency_ms_p50")
+    return {**{k: round(metrics[k], 4) for k in keys}, "f1_best": metrics["f1_best"]}
 
 
 if __name__ == "__main__":

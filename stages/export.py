@@ -27,6 +27,7 @@ def main(cfg: dict, root: Path) -> dict:
         opset=options["opset"],
         max_box_error_px=options["max_box_error_px"],
         max_score_error=options["max_score_error"],
+        postprocess=cfg["postprocess"],
     )
     write_json(root / paths["reports"] / "export.json", report)
     return report

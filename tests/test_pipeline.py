@@ -95,6 +95,22 @@ def test_all_eight_stages_produce_their_outputs(tiny_repo):
     assert export["passed"] and export["images"] == 4
 
 
+def test_evaluate_writes_metrics_and_plots_that_dvc_renders(tiny_repo):
+    metrics = json.loads((tiny_repo / "reports/evaluate/metrics.json").read_text())
+    for key in ("map50_95", "precision", "recall", "f1", "f1_best", "missed", "latency_ms_p95"):
+        assert key in metrics, key
+    plots = tiny_repo / "reports/evaluate/plots"
+    expected = ["confidence.json", "confusion.json", "pr/circle.json", "pr/square.json"]
+    for name in [*expected, "predictions.png"]:
+        assert (plots / name).is_file(), name
+    shown = json.loads(_dvc(tiny_repo, "plots", "show", "--json").stdout)
+    assert not shown.get("errors"), shown.get("errors")
+    rendered = {key: [p["type"] for p in value] for key, value in shown["data"].items()}
+    for name in expected:
+        assert rendered[f"reports/evaluate/plots/{name}"] == ["vega"], name
+    assert rendered["reports/evaluate/plots/predictions.png"] == ["image"]
+
+
 def test_status_is_clean_and_a_second_repro_reruns_nothing(tiny_repo):
     assert "up to date" in _dvc(tiny_repo, "status").stdout
     second = _dvc(tiny_repo, "repro").stdout
@@ -136,6 +152,27 @@ def test_hydra_multirun_writes_its_own_folders_only(tiny_repo):
     lrs = {torch.load(p, weights_only=True)["config"]["train"]["lr"] for p in runs}
     assert lrs == {0.01, 0.02}
     assert sha256_file(best) == before
+    assert "up to date" in _dvc(tiny_repo, "status").stdout
+
+
+def test_metrics_diff_compares_evaluate_results_across_commits(tiny_repo):
+    """Commit one result, rerun evaluate with other post-processing, `dvc metrics diff`: the
+    committed metrics file is compared key by key (the tiny model's mAP may be 0 in both)."""
+    run(["git", "add", "-A"], tiny_repo)
+    run(["git", "commit", "-qm", "first result"], tiny_repo)
+    params = tiny_repo / "params.yaml"
+    config = yaml.safe_load(params.read_text())
+    config["postprocess"]["max_detections"] = 1
+    params.write_text(yaml.safe_dump(config, sort_keys=False))
+    try:
+        _dvc(tiny_repo, "repro", "--single-item", "evaluate")
+        diff = json.loads(_dvc(tiny_repo, "metrics", "diff", "--all", "--json").stdout)
+        evaluate = diff["reports/evaluate/metrics.json"]
+        for key in ("map50", "map50_95", "f1", "per_class_map50.circle"):
+            assert {"old", "new"} <= set(evaluate[key]), key
+        assert evaluate["latency_ms_p50"]["diff"] != 0  # a fresh run: some figure changed
+    finally:
+        run(["git", "checkout", "--", "."], tiny_repo)
     assert "up to date" in _dvc(tiny_repo, "status").stdout
 
 

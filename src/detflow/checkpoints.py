@@ -1,8 +1,12 @@
 """Checkpoints: plain dicts of tensors and primitives, loaded with ``weights_only=True``.
 
 Keys: ``schema``, ``model_state``, ``model`` (builder config), ``postprocess``,
-``class_names``, ``config`` (the whole resolved run config), ``epoch`` and ``metrics``;
-``last.pt`` also holds ``optimizer_state`` and ``scheduler_state``.
+``class_names``, ``config`` (the whole resolved run config), ``epoch``, ``metrics`` (that
+epoch's), ``history`` (every epoch's metrics so far); training state for resuming:
+``optimizer_state``, ``scheduler_state``, ``scaler_state`` (AMP; ``{}`` without),
+``train_state`` (best val mAP50 and its epoch, the early-stopping count) and ``rng_state``
+(:func:`detflow.rng.get_state`: Python, NumPy, torch and DataLoader generators).
+``best.pt`` and ``last.pt`` hold the same keys.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import torch
 
 from detflow.errors import DetflowError
 from detflow.files import atomic_file
-from detflow.models import build_model
+from detflow.models import build_model, is_pretrained
 from detflow.postprocess import model_kwargs
 
 SCHEMA = "detflow-checkpoint-v1"
@@ -25,20 +29,34 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | Path, *, postprocess: dict | None = None, device="cpu"):
-    """Rebuild the model from a checkpoint (``weights_only=True``); returns (model, state)."""
+def read_checkpoint(path: str | Path, *, device="cpu") -> dict:
+    """The checkpoint's dict (``weights_only=True``), checked to be a detflow checkpoint."""
     path = Path(path)
     if not path.exists():
         raise DetflowError(f"{path}: checkpoint not found; run the train stage first")
-    state = torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: torch raises many kinds
+        raise DetflowError(f"{path}: not a loadable checkpoint ({exc})") from exc
     if not isinstance(state, dict) or state.get("schema") != SCHEMA:
         raise DetflowError(f"{path}: not a detflow checkpoint ({SCHEMA})")
-    model_config = {**state["model"], "backbone_weights": "none"}
+    return state
+
+
+def load_checkpoint(path: str | Path, *, postprocess: dict | None = None, device="cpu"):
+    """Rebuild the model from a checkpoint (``weights_only=True``); returns (model, state).
+
+    The model is built offline (no weights downloaded or read) with the structure it was
+    trained with, then the checkpoint's weights are loaded into it.
+    """
+    state = read_checkpoint(path, device=device)
+    model_config = {**state["model"], "weights": "none", "backbone_weights": "none"}
     model = build_model(
         **model_config,
         num_classes=len(state["class_names"]),
+        frozen_norm=is_pretrained(state["model"]),
         **model_kwargs(postprocess or state["postprocess"]),
     )
     model.load_state_dict(state["model_state"])
-    model.eval()
+    model.to(device).eval()
     return model, state

@@ -6,15 +6,25 @@ Item: ``(image, target)`` with ``image`` a ``[3, H, W]`` float32 tensor in 0..1 
 
 from __future__ import annotations
 
+import math
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+)
 
 from detflow import manifest
 from detflow.boxes import xywh_to_xyxy
 from detflow.images import load_rgb
+from detflow.rng import seed_worker
 
 
 def image_to_tensor(image) -> torch.Tensor:
@@ -57,3 +67,76 @@ class DetectionDataset(Dataset):
 def collate(batch):
     """Keep images and targets as lists (detection images differ in size)."""
     return tuple(zip(*batch, strict=True))
+
+
+def aspect_groups(dataset: DetectionDataset) -> list[int]:
+    """Per image: 0 if it is at least as wide as it is tall, else 1 (from the JSON)."""
+    return [0 if im["width"] >= im["height"] else 1 for im in dataset.images]
+
+
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Batches of ``batch_size`` indices from ``sampler``, each from one group (e.g. wide or
+    tall images, so a batch pads less); each group's leftover indices form a last, smaller
+    batch. Deterministic given the sampler's order."""
+
+    def __init__(self, sampler: Sampler[int], group_ids: list[int], batch_size: int):
+        self.sampler, self.group_ids, self.batch_size = sampler, group_ids, batch_size
+
+    def __iter__(self):
+        buckets: dict[int, list[int]] = defaultdict(list)
+        for index in self.sampler:
+            bucket = buckets[self.group_ids[index]]
+            bucket.append(index)
+            if len(bucket) == self.batch_size:
+                yield list(bucket)
+                bucket.clear()
+        for group in sorted(buckets):
+            if buckets[group]:
+                yield buckets[group]
+
+    def __len__(self) -> int:
+        if len(self.sampler) == len(self.group_ids):  # every index once (one process)
+            counts = Counter(self.group_ids).values()
+            return sum(math.ceil(count / self.batch_size) for count in counts)
+        groups = len(set(self.group_ids))  # a shard: at most one partial batch per group
+        return math.ceil(len(self.sampler) / self.batch_size) + groups - 1
+
+
+def train_loader(
+    dataset: DetectionDataset,
+    *,
+    batch_size: int,
+    seed: int,
+    workers: int = 0,
+    aspect_ratio_grouping: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """Shuffled training batches, reproducible from ``seed``: one generator (``loader.generator``,
+    whose state checkpoints keep) draws the order and the workers' seeds. With
+    ``world_size > 1`` each rank gets its shard (``DistributedSampler``; call
+    :func:`set_epoch` before each epoch)."""
+    generator = torch.Generator().manual_seed(seed)
+    if world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, seed=seed)
+    else:
+        sampler = RandomSampler(dataset, generator=generator)
+    if aspect_ratio_grouping:
+        batches = GroupedBatchSampler(sampler, aspect_groups(dataset), batch_size)
+    else:
+        batches = BatchSampler(sampler, batch_size, drop_last=False)
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=workers,
+        worker_init_fn=seed_worker,
+        generator=generator,
+    )
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Tell a distributed sampler which epoch starts (its shuffle depends on it)."""
+    sampler = loader.batch_sampler.sampler
+    if isinstance(sampler, DistributedSampler):
+        sampler.set_epoch(epoch)

@@ -17,6 +17,7 @@ import torch
 from detflow.errors import DetflowError
 from detflow.files import atomic_file
 from detflow.inference import predict
+from detflow.postprocess import apply_postprocess
 from detflow.runtime import OnnxDetector
 
 
@@ -111,11 +112,14 @@ def check_parity(
     max_box_error_px: float,
     max_score_error: float,
     score_threshold: float,
+    postprocess: dict | None = None,
 ) -> dict:
     """Compare ORT with PyTorch on ``images``; DetflowError names the worst image on failure.
 
-    Unmatched detections are tolerated only within ``max_score_error`` of the score
-    threshold (they may cross it through rounding alone).
+    ``postprocess``: the shared ``postprocess.*`` config; both outputs go through the same
+    :func:`detflow.postprocess.apply_postprocess` before they are compared (None: the raw
+    outputs are compared). Unmatched detections are tolerated only within
+    ``max_score_error`` of ``score_threshold`` (they may cross it through rounding alone).
     """
     detector = OnnxDetector(onnx_path)
     worst, report = (
@@ -123,8 +127,14 @@ def check_parity(
         {"images": len(images), "max_box_error_px": 0.0, "max_score_error": 0.0, "detections": 0},
     )
     for name, image in zip(names, images, strict=True):
-        reference = {k: v.numpy() for k, v in predict(model, [image])[0].items()}
-        result = compare_detections(reference, detector(image.numpy()))
+        reference = predict(model, [image], postprocess=postprocess)[0]
+        reference = {k: v.numpy() for k, v in reference.items()}
+        candidate = detector(image.numpy())
+        if postprocess is not None:
+            candidate = apply_postprocess(
+                candidate["boxes"], candidate["scores"], candidate["labels"], config=postprocess
+            )
+        result = compare_detections(reference, candidate)
         report["detections"] += len(reference["scores"])
         bad = [s for s in result["unmatched_scores"] if s > score_threshold + max_score_error]
         for key in ("max_box_error_px", "max_score_error"):
@@ -158,9 +168,11 @@ def export_verified(
     opset: int,
     max_box_error_px: float,
     max_score_error: float,
+    postprocess: dict | None = None,
 ) -> dict:
-    """Export, then check parity on ``images``; the file appears at ``onnx_path`` only if
-    parity holds. Returns the parity report."""
+    """Export, then check parity on ``images`` (after ``postprocess``, see
+    :func:`check_parity`); the file appears at ``onnx_path`` only if parity holds. Returns
+    the parity report."""
     if not images:
         raise DetflowError("export: no images to check parity on; the test split is empty")
     with atomic_file(onnx_path) as tmp:
@@ -179,7 +191,10 @@ def export_verified(
             names=names,
             max_box_error_px=max_box_error_px,
             max_score_error=max_score_error,
-            score_threshold=_score_threshold(model),
+            score_threshold=(
+                postprocess["score_threshold"] if postprocess else _score_threshold(model)
+            ),
+            postprocess=postprocess,
         )
     report["opset"] = opset
     report["size_mb"] = Path(onnx_path).stat().st_size / 1e6

@@ -1,0 +1,96 @@
+"""``train.*``: the training options, validated once (see conf/config.yaml for each key)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from detflow.errors import ConfigError, require_choice, require_positive
+from detflow.optim import OPTIMIZERS, SCHEDULES
+
+AMP_MODES = ("none", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+# train.* keys a resumed run may change: they do not change what the remaining epochs compute
+RESUMABLE_KEYS = ("resume", "epochs", "early_stopping_patience", "workers", "threads", "device")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions:
+    epochs: int = 8
+    batch_size: int = 4
+    optimizer: str = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    backbone_lr_factor: float = 1.0
+    schedule: str = "cosine"
+    warmup_steps: int = 50
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    plateau_patience: int = 2
+    grad_clip_norm: float | None = 10.0
+    accumulate: int = 1
+    amp: str = "none"
+    channels_last: bool = False
+    unfreeze: dict[int, int] | None = None
+    early_stopping_patience: int | None = None
+    resume: bool = False
+    workers: int = 0
+    aspect_ratio_grouping: bool = False
+    threads: int = 0
+    device: str = "auto"
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, *, train: dict) -> TrainOptions:
+        """From the ``train`` mapping of the config; unknown keys are a ConfigError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(train) - known)
+        if unknown:
+            raise ConfigError(
+                f"train.{unknown[0]} is not a training option; use: {', '.join(sorted(known))}"
+            )
+        values = dict(train)
+        values["milestones"] = tuple(values.get("milestones") or ())
+        if values.get("unfreeze") is not None:
+            values["unfreeze"] = _unfreeze_plan(values["unfreeze"])
+        return cls(**values)
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size", "lr", "accumulate", "gamma"):
+            require_positive(f"train.{key}", getattr(self, key))
+        for key in ("momentum", "weight_decay", "backbone_lr_factor", "warmup_steps", "workers"):
+            require_positive(f"train.{key}", getattr(self, key), allow_zero=True)
+        for key in ("plateau_patience", "threads", "seed"):
+            require_positive(f"train.{key}", getattr(self, key), allow_zero=True)
+        for key in ("grad_clip_norm", "early_stopping_patience"):
+            if getattr(self, key) is not None:
+                require_positive(f"train.{key}", getattr(self, key))
+        require_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        require_choice("train.schedule", self.schedule, SCHEDULES)
+        require_choice("train.amp", self.amp, AMP_MODES)
+        require_choice("train.device", self.device, DEVICES)
+        if any(not isinstance(m, int) or m < 1 for m in self.milestones):
+            raise ConfigError(f"train.milestones={list(self.milestones)}: epochs >= 1")
+
+    def trainable_stages(self, epochs_done: int, default: int) -> int:
+        """Trainable backbone stages for the epoch after ``epochs_done`` completed epochs."""
+        if not self.unfreeze:
+            return default
+        started = [done for done in self.unfreeze if done <= epochs_done]
+        return self.unfreeze[max(started)] if started else default
+
+
+def _unfreeze_plan(plan) -> dict[int, int]:
+    """``{epochs done: trainable stages}``, e.g. ``{0: 0, 3: 3, 6: 6}``."""
+    try:
+        out = {int(k): int(v) for k, v in dict(plan).items()}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"train.unfreeze={plan!r}: a mapping {{epochs done: trainable backbone stages}}, "
+            "e.g. {0: 0, 3: 3, 6: 6}"
+        ) from exc
+    if any(k < 0 or v < 0 for k, v in out.items()):
+        raise ConfigError(f"train.unfreeze={plan!r}: epochs and stage counts must be >= 0")
+    return out

@@ -1,0 +1,47 @@
+"""Tiny training data and settings shared by the training tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from detflow import manifest
+from detflow.collect import collect_dataset
+
+POSTPROCESS = {"score_threshold": 0.05, "nms_iou": 0.5, "max_detections": 100}
+TINY_MODEL = {
+    "name": "fasterrcnn_mobilenet_v2",
+    "backbone_weights": "none",
+    "trainable_backbone_layers": 3,
+    "min_size": 64,
+    "max_size": 64,
+    "test_proposals": 50,
+}
+# Metrics that depend on the clock, not on what was computed.
+TIMING_KEYS = {"train_images_per_s"}
+
+
+def tiny_split(root: Path, *, images: int = 8, size: int = 64) -> Path:
+    """``root/augmented/train.json`` and ``root/split/val.json`` (the stage's layout) over
+    seeded synthetic images; returns ``root``."""
+    source = {
+        "format": "synthetic",
+        "num_images": images,
+        "image_size": size,
+        "classes": ["circle", "square"],
+        "seed": 1,
+    }
+    collect_dataset(source=source, out_dir=root / "raw")
+    dataset = manifest.load_dataset(root / "raw" / "dataset.json")
+    ids = [im["id"] for im in dataset["images"]]
+    for json_path, part in (
+        (root / "augmented" / "train.json", ids[: images * 3 // 4]),
+        (root / "split" / "val.json", ids[images * 3 // 4 :]),
+    ):
+        manifest.save_dataset(
+            manifest.subset(dataset, part), json_path, image_dir=root / "raw" / "images"
+        )
+    return root
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in history]
