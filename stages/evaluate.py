@@ -3,7 +3,7 @@ checkpoint on the test split, post-processed by the shared ``postprocess.*``."""
 
 from pathlib import Path
 
-from detflow.checkpoints import load_checkpoint
+from detflow.checkpoints import check_classes, load_checkpoint
 from detflow.datasets import DetectionDataset
 from detflow.inference import evaluate
 from detflow.plots import write_evaluation
@@ -14,8 +14,9 @@ from _app import stage
 @stage
 def main(cfg: dict, root: Path) -> dict:
     paths, options, postprocess = cfg["paths"], cfg["evaluate"], cfg["postprocess"]
-    model, _ = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=postprocess)
+    model, state = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=postprocess)
     test = DetectionDataset(Path(paths["split"]) / "test.json")
+    check_classes(state["class_names"], test.class_names, where=test.json_path)
     evaluation = evaluate(
         model,
         test,

@@ -190,12 +190,21 @@ def test_bad_transforms_fail_at_start_naming_the_transform(spec, message):
 def test_preview_grid_pairs_originals_with_their_copies(tmp_path):
     train = _synthetic(tmp_path / "src", num_images=6, size=64)
     _augment(train, tmp_path / "out", copies=1)
-    pairs = write_preview(
+    tiles = write_preview(
         augmented_json=tmp_path / "out" / "train.json",
         out_png=tmp_path / "p.png",
         samples=3,
         cell=64,
     )
-    assert pairs == 3
+    assert tiles == 6
     with Image.open(tmp_path / "p.png") as grid:
         assert grid.size == (4 * 64, 2 * 64)  # 3 pairs → 6 tiles in rows of 4
+
+
+def test_preview_without_copies_shows_the_originals(tmp_path):
+    train = _synthetic(tmp_path / "src", num_images=6, size=64)
+    _augment(train, tmp_path / "out", transforms=[], copies=0)
+    out, dataset = tmp_path / "p.png", tmp_path / "out" / "train.json"
+    assert write_preview(augmented_json=dataset, out_png=out, samples=5) == 5
+    with Image.open(out) as grid:
+        assert grid.size == (4 * 256, 2 * 256)

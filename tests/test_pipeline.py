@@ -78,6 +78,7 @@ def test_all_eight_stages_produce_their_outputs(tiny_repo):
         "data/clean/dataset.json",
         "data/split/test.json",
         "data/augmented/train.json",
+        "reports/augment_preview.png",
         "models/train/best.pt",
         "models/train/last.pt",
         "models/export/model.onnx",
@@ -109,6 +110,7 @@ def test_evaluate_writes_metrics_and_plots_that_dvc_renders(tiny_repo):
     for name in expected:
         assert rendered[f"reports/evaluate/plots/{name}"] == ["vega"], name
     assert rendered["reports/evaluate/plots/predictions.png"] == ["image"]
+    assert rendered["reports/augment_preview.png"] == ["image"]
 
 
 def test_status_is_clean_and_a_second_repro_reruns_nothing(tiny_repo):

@@ -197,3 +197,8 @@ def test_params_hold_a_valid_postprocess_and_the_evaluate_keys():
         "preview_images",
         "preview_columns",
     }
+
+
+def test_background_label_zero_is_dropped():
+    out = _run([[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.8], [0, 1])
+    assert out["labels"].tolist() == [1] and out["scores"].tolist() == pytest.approx([0.8])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from train_helpers import POSTPROCESS, TINY_MODEL, tiny_split, without_timing
 
-from detflow import backbone, faults, rng
+from detflow import backbone, faults, manifest, rng
 from detflow.checkpoints import load_checkpoint, read_checkpoint
 from detflow.datasets import DetectionDataset, GroupedBatchSampler, train_loader
 from detflow.engine import train_detector
@@ -63,6 +63,34 @@ def test_options_from_config_validate_and_name_the_key():
         TrainOptions(accumulate=0)
     with pytest.raises(ConfigError, match="train.unfreeze"):
         TrainOptions.from_config(train={"unfreeze": {"x": 1}})
+    with pytest.raises(ConfigError, match="train.epochs=2.5 must be an integer > 0"):
+        TrainOptions(epochs=2.5)
+    with pytest.raises(ConfigError, match="train.nesterov=true needs train.optimizer=sgd"):
+        TrainOptions(optimizer="adam", nesterov=True)
+
+
+def test_an_impossible_unfreeze_plan_fails_before_training(data, tmp_path):
+    with pytest.raises(ConfigError, match="train.unfreeze=99: .* has 6 stages; use 0..6"):
+        _train(data, tmp_path, unfreeze={3: 99})
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_val_classes_must_be_the_training_classes(data, tmp_path):
+    source = data / "split" / "val.json"
+    val = manifest.load_dataset(source)
+    names = [c["name"] for c in val["categories"]][::-1]  # same ids, swapped names
+    val["categories"] = [{**c, "name": n} for c, n in zip(val["categories"], names, strict=True)]
+    renamed = tmp_path / "val.json"
+    manifest.save_dataset(val, renamed, image_dir=manifest.image_dir(source, val))
+    with pytest.raises(DetflowError, match="differ from the model's"):
+        train_detector(
+            model_config=TINY_MODEL,
+            postprocess=POSTPROCESS,
+            train_json=data / "augmented" / "train.json",
+            val_json=renamed,
+            out_dir=tmp_path / "out",
+            options=TrainOptions(epochs=1, batch_size=2, threads=1),
+        )
 
 
 # --- optimizers and schedules ------------------------------------------------------------

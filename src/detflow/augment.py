@@ -29,7 +29,7 @@ from tqdm import tqdm
 from detflow import manifest
 from detflow.boxes import xywh_to_xyxy, xyxy_to_xywh
 from detflow.draw import draw_boxes, image_grid
-from detflow.errors import ConfigError, require_positive
+from detflow.errors import ConfigError, DataError, require_positive
 from detflow.files import atomic_dir, atomic_file
 from detflow.images import DEFAULT_MAX_PIXELS, load_rgb
 
@@ -283,9 +283,10 @@ def _report(source: dict, out: dict, dropped: Counter, *, copies: int, oversampl
 def write_preview(
     *, augmented_json: str | Path, out_png: str | Path, samples: int, cell: int = 256
 ) -> int:
-    """A PNG grid of originals beside their first augmented copy, ground-truth boxes drawn:
-    the first ``samples`` originals (in file order) that have a copy. Returns pairs drawn."""
-    require_positive("augment.preview_samples", samples, allow_zero=True)
+    """A PNG grid, ground-truth boxes drawn: the first ``samples`` originals (in file order)
+    that have a copy, each beside its first augmented copy; without copies (``augment=none``),
+    the first ``samples`` originals. Always written (it is a DVC plot). Returns images drawn."""
+    require_positive("augment.preview_samples", samples)
     dataset = manifest.load_dataset(augmented_json)
     folder = manifest.image_dir(augmented_json, dataset)
     names = {c["id"]: c["name"] for c in dataset["categories"]}
@@ -294,13 +295,14 @@ def write_preview(
     for image in dataset["images"]:
         firsts.setdefault(image.get("augmented_from"), image)
     pairs = [(by_name[src], aug) for src, aug in firsts.items() if src][:samples]
-    if not pairs:
-        return 0
+    shown = [im for pair in pairs for im in pair] or dataset["images"][:samples]
+    if not shown:
+        raise DataError(f"{augmented_json}: no images to preview; the train split is empty")
     boxes_of = manifest.annotations_by_image(dataset)
-    tiles = [_drawn(boxes_of, folder, image, names) for pair in pairs for image in pair]
+    tiles = [_drawn(boxes_of, folder, image, names) for image in shown]
     with atomic_file(out_png) as tmp:
         Image.fromarray(image_grid(tiles, columns=4, cell=cell)).save(tmp, format="PNG")
-    return len(pairs)
+    return len(tiles)
 
 
 def _drawn(boxes_of: dict, folder: Path, image: dict, names: dict) -> np.ndarray:

@@ -59,14 +59,19 @@ def _blocks(module: nn.Module) -> tuple[list[tuple[str, nn.Module]], set[int]]:
     return blocks, starts
 
 
+def check_stage_count(model: nn.Module, count: int, *, key: str = "trainable stages") -> None:
+    """Raise ConfigError naming ``key`` unless ``count`` is in 0..(the trunk's stages)."""
+    total = len(stages(model))
+    if not isinstance(count, int) or not 0 <= count <= total:
+        raise ConfigError(
+            f"{key}={count!r}: {type(model).__name__}'s backbone has {total} stages; use 0..{total}"
+        )
+
+
 def set_trainable_stages(model: nn.Module, count: int, *, key: str = "trainable stages") -> None:
     """Make the last ``count`` trunk stages trainable and freeze the others."""
+    check_stage_count(model, count, key=key)
     groups = stages(model)
-    if not isinstance(count, int) or not 0 <= count <= len(groups):
-        raise ConfigError(
-            f"{key}={count!r}: {type(model).__name__}'s backbone has {len(groups)} stages; "
-            f"use 0..{len(groups)}"
-        )
     for index, group in enumerate(groups):
         for module in group:
             module.requires_grad_(index >= len(groups) - count)

@@ -60,3 +60,13 @@ def load_checkpoint(path: str | Path, *, postprocess: dict | None = None, device
     model.load_state_dict(state["model_state"])
     model.to(device).eval()
     return model, state
+
+
+def check_classes(trained: list[str], dataset: list[str], *, where: str | Path) -> None:
+    """Raise DetflowError unless ``dataset``'s class names equal the model's, in order:
+    category ids would otherwise mean other classes and every metric would be wrong."""
+    if list(trained) != list(dataset):
+        raise DetflowError(
+            f"{where}: classes {list(dataset)} differ from the model's {list(trained)}; "
+            "rerun the pipeline from split (dvc repro) so both come from one dataset"
+        )

@@ -24,15 +24,15 @@ from torch import nn
 from tqdm import tqdm
 
 from detflow import distributed, rng
-from detflow.backbone import set_trainable_stages, train_mode
-from detflow.checkpoints import SCHEMA, read_checkpoint, save_checkpoint
+from detflow.backbone import check_stage_count, set_trainable_stages, train_mode
+from detflow.checkpoints import SCHEMA, check_classes, read_checkpoint, save_checkpoint
 from detflow.datasets import DetectionDataset, set_epoch, train_loader
 from detflow.errors import ConfigError, DetflowError, require_choice
 from detflow.faults import maybe_kill
 from detflow.inference import evaluate_model
 from detflow.models import build_model
 from detflow.optim import Schedule, build_optimizer
-from detflow.postprocess import model_kwargs
+from detflow.postprocess import check_postprocess, model_kwargs
 from detflow.train_options import RESUMABLE_KEYS, TrainOptions
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,9 @@ def train_detector(
             distributed.device_for(world, device),
         )
         run.meta["config"] = config or {}
-        return _fit(run, DetectionDataset(val_json), Path(out_dir), on_epoch_end)
+        val_set = DetectionDataset(val_json)
+        check_classes(run.meta["class_names"], val_set.class_names, where=val_json)
+        return _fit(run, val_set, Path(out_dir), on_epoch_end)
     finally:
         distributed.shutdown(world)
 
@@ -107,9 +109,16 @@ def _setup(model_config, postprocess, train_json, options, world, device) -> _Ru
     torch.set_num_threads(options.threads or max(1, (os.cpu_count() or 1) // world.size))
     rng.seed_everything(options.seed)
     train_set = DetectionDataset(train_json)
+    if options.aspect_ratio_grouping and world.size > 1:
+        raise ConfigError(
+            "train.aspect_ratio_grouping=true is not supported with several processes "
+            "(ranks would run different numbers of steps); set it to false for torchrun"
+        )
     model = build_model(
         **model_config, num_classes=len(train_set.class_names), **model_kwargs(postprocess)
     ).to(device)
+    for stage_count in (options.unfreeze or {}).values():  # fail now, not epochs later
+        check_stage_count(model, stage_count, key="train.unfreeze")
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
     loader = train_loader(
@@ -148,6 +157,7 @@ def _setup(model_config, postprocess, train_json, options, world, device) -> _Ru
         "postprocess": dict(postprocess),
         "class_names": train_set.class_names,
         "train_options": dataclasses.asdict(options),
+        "world_size": world.size,
     }
     return _Run(options, world, device, model, loader, optimizer, schedule, scaler, amp_dtype, meta)
 
@@ -339,7 +349,7 @@ def _resume(run: _Run, last: Path) -> int:
     if not last.exists():
         log.info("train.resume: no %s yet; starting at epoch 1", last)
         return 1
-    state = read_checkpoint(last, device=run.device)
+    state = read_checkpoint(last, device="cpu")  # RNG states must stay CPU tensors
     _check_resumable(state, run.meta, last)
     run.model.load_state_dict(state["model_state"])
     run.optimizer.load_state_dict(state["optimizer_state"])
@@ -347,6 +357,10 @@ def _resume(run: _Run, last: Path) -> int:
     if run.scaler and state["scaler_state"]:
         run.scaler.load_state_dict(state["scaler_state"])
     run.history, run.best = list(state["history"]), dict(state["train_state"])
+    patience = run.options.early_stopping_patience  # may differ from the killed run's
+    run.best["stopped"] = bool(
+        patience and run.best["since"] >= patience and state["epoch"] < run.options.epochs
+    )
     rng.set_state(state["rng_state"], run.loader.generator)
     log.info("train.resume: continuing from %s (epoch %d done)", last, state["epoch"])
     return state["epoch"] + 1
@@ -359,9 +373,11 @@ def _check_resumable(state: dict, meta: dict, path: Path) -> None:
         saved.pop(key, None)
         now.pop(key, None)
     changed = [f"train.{k}" for k in sorted(now) if saved.get(k) != now[k]]
-    for key in ("model", "postprocess", "class_names"):
-        if state.get(key) != meta[key]:
+    for key in ("model", "class_names", "world_size"):
+        if state.get(key, 1 if key == "world_size" else None) != meta[key]:
             changed.append(key)
+    if check_postprocess(state.get("postprocess", {})) != check_postprocess(meta["postprocess"]):
+        changed.append("postprocess")
     if changed:
         raise ConfigError(
             f"train.resume: {path} was trained with other settings ({', '.join(changed)}); "

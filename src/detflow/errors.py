@@ -20,9 +20,12 @@ def require_choice(key: str, value, allowed) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; use one of: {choices}")
 
 
-def require_positive(key: str, value, *, allow_zero: bool = False) -> None:
-    """Raise ConfigError unless ``value`` is a number > 0 (or >= 0 with ``allow_zero``)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+def require_positive(key: str, value, *, allow_zero: bool = False, integer: bool = False) -> None:
+    """Raise ConfigError unless ``value`` is a number > 0 (or >= 0 with ``allow_zero``);
+    with ``integer``, a whole number."""
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool)
     if not ok or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{key}={value!r} must be a number {bound}")
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{key}={value!r} must be {kind} {bound}")

@@ -89,7 +89,8 @@ def apply_postprocess(boxes, scores, labels, *, config: dict) -> dict:
     boxes = torch.as_tensor(np.asarray(boxes) if as_numpy else boxes).reshape(-1, 4)
     scores, labels = torch.as_tensor(scores).reshape(-1), torch.as_tensor(labels).reshape(-1)
     boxes, scores = boxes.to(torch.float32), scores.to(torch.float32)
-    keep = torch.nonzero(scores >= config["score_threshold"]).flatten()
+    # label 0 is background: one-stage heads (RetinaNet, FCOS) can still emit it
+    keep = torch.nonzero((scores >= config["score_threshold"]) & (labels >= 1)).flatten()
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     class_aware = config["nms"] == "class_aware"
     if config["soft_nms"] == "none" and class_aware:

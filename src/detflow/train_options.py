@@ -58,15 +58,25 @@ class TrainOptions:
         return cls(**values)
 
     def __post_init__(self):
-        for key in ("epochs", "batch_size", "lr", "accumulate", "gamma"):
+        for key in ("lr", "gamma"):
             require_positive(f"train.{key}", getattr(self, key))
-        for key in ("momentum", "weight_decay", "backbone_lr_factor", "warmup_steps", "workers"):
+        for key in ("momentum", "weight_decay", "backbone_lr_factor"):
             require_positive(f"train.{key}", getattr(self, key), allow_zero=True)
-        for key in ("plateau_patience", "threads", "seed"):
-            require_positive(f"train.{key}", getattr(self, key), allow_zero=True)
-        for key in ("grad_clip_norm", "early_stopping_patience"):
-            if getattr(self, key) is not None:
-                require_positive(f"train.{key}", getattr(self, key))
+        for key in ("epochs", "batch_size", "accumulate"):
+            require_positive(f"train.{key}", getattr(self, key), integer=True)
+        for key in ("warmup_steps", "workers", "plateau_patience", "threads", "seed"):
+            require_positive(f"train.{key}", getattr(self, key), allow_zero=True, integer=True)
+        if self.early_stopping_patience is not None:
+            require_positive(
+                "train.early_stopping_patience", self.early_stopping_patience, integer=True
+            )
+        if self.grad_clip_norm is not None:
+            require_positive("train.grad_clip_norm", self.grad_clip_norm)
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ConfigError(
+                f"train.nesterov=true needs train.optimizer=sgd and train.momentum > 0 "
+                f"(got {self.optimizer}, momentum {self.momentum})"
+            )
         require_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         require_choice("train.schedule", self.schedule, SCHEDULES)
         require_choice("train.amp", self.amp, AMP_MODES)
