@@ -28,6 +28,7 @@ def main(cfg: dict, root: Path) -> dict:
         max_box_error_px=options["max_box_error_px"],
         max_score_error=options["max_score_error"],
         postprocess=cfg["postprocess"],
+        simplify=options["simplify"],
     )
     write_json(root / paths["reports"] / "export.json", report)
     return report

@@ -1,5 +1,7 @@
 """ONNX export and its parity gate, with real torchvision models and real ONNX Runtime."""
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -111,3 +113,73 @@ def test_runtime_refuses_a_model_without_detflow_metadata(tmp_path):
         OnnxDetector(path)
     with pytest.raises(DetflowError, match="model not found"):
         OnnxDetector(tmp_path / "missing.onnx")
+
+
+def test_metadata_carries_the_postprocess_config_and_the_runtime_applies_it(tmp_path):
+    """Class-agnostic soft-NMS: the graph hands on candidates; OnnxDetector applies the
+    exported config, so its output is the parity-checked one."""
+    from detflow.postprocess import apply_postprocess, check_postprocess, model_kwargs
+
+    postprocess = {
+        "score_threshold": 0.01,
+        "nms": "class_agnostic",
+        "nms_iou": 0.5,
+        "soft_nms": "gaussian",
+        "soft_nms_sigma": 0.3,
+        "max_detections": 10,
+    }
+    torch.manual_seed(0)
+    model = build_model(
+        name="fasterrcnn_mobilenet_v2",
+        num_classes=2,
+        backbone_weights="none",
+        min_size=96,
+        max_size=96,
+        **model_kwargs(postprocess),
+    ).eval()
+    path = tmp_path / "model.onnx"
+    report = export_verified(
+        model=model,
+        onnx_path=path,
+        images=_images(),
+        names=["a", "b"],
+        class_names=["cat", "dog"],
+        config={},
+        opset=17,
+        max_box_error_px=1.0,
+        max_score_error=1e-3,
+        postprocess=postprocess,
+    )
+    assert report["passed"]
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["detflow_postprocess"]) == check_postprocess(postprocess)
+    for key in ("detflow_input", "detflow_normalize", "detflow_score_threshold"):
+        assert key in meta, key
+    image = _images()[1].numpy()
+    applied = OnnxDetector(path)(image)
+    raw = OnnxDetector(path, postprocess=False)(image)
+    assert len(raw["scores"]) > len(applied["scores"]) <= 10
+    expected = apply_postprocess(raw["boxes"], raw["scores"], raw["labels"], config=postprocess)
+    for key in ("boxes", "labels", "scores"):
+        np.testing.assert_array_equal(applied[key], expected[key])
+
+
+def test_onnxslim_simplification_keeps_parity_and_metadata(tmp_path):
+    path = tmp_path / "model.onnx"
+    options = {
+        "model": _model(0),
+        "images": _images(),
+        "names": ["a", "b"],
+        "class_names": ["cat", "dog"],
+        "config": {},
+        "opset": 17,
+        "max_box_error_px": 1.0,
+        "max_score_error": 1e-3,
+    }
+    plain = export_verified(onnx_path=tmp_path / "plain.onnx", **options)
+    report = export_verified(onnx_path=path, simplify="onnxslim", **options)
+    assert report["passed"] and report["simplify"] == "onnxslim"
+    assert report["nodes"] < plain["nodes"]
+    assert OnnxDetector(path).class_names == ["cat", "dog"]
+    with pytest.raises(DetflowError, match="export.simplify='onnxsim'.*none, onnxslim"):
+        export_verified(onnx_path=tmp_path / "x.onnx", simplify="onnxsim", **options)

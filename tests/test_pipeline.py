@@ -84,8 +84,23 @@ def test_all_eight_stages_produce_their_outputs(tiny_repo):
         "models/export/model.onnx",
         "models/optimized/ort_fp32.onnx",
         "models/optimized/int8_static.onnx",
+        "models/optimized/int8_dynamic.onnx",
+        "models/optimized/fp16.onnx",
+        "models/deploy/model.onnx",
+        "models/deploy/model_card.json",
+        "reports/optimize/latency.json",
     ):
         assert (tiny_repo / path).is_file(), path
+    benchmark = json.loads((tiny_repo / "reports/optimize/benchmark.json").read_text())
+    statuses = {name: row["status"].split(":")[0] for name, row in benchmark.items()}
+    assert set(statuses) == {"ort_fp32", "int8_static", "int8_dynamic", "fp16"} | {
+        "tensorrt_fp16",
+        "tensorrt_int8",
+    }
+    assert set(statuses.values()) <= {"ok", "skipped", "rejected"}, benchmark
+    card = json.loads((tiny_repo / "models/deploy/model_card.json").read_text())
+    assert statuses[card["variant"]] == "ok" and card["class_names"] == ["circle", "square"]
+    assert len(card["source_commit"]) == 40
     metrics = json.loads(_dvc(tiny_repo, "metrics", "show", "--json").stdout)
     flat = json.dumps(metrics)
     for key in ("map50_95", "map50", "max_box_error_px", "latency_ms_p50", "size_mb"):
@@ -111,6 +126,7 @@ def test_evaluate_writes_metrics_and_plots_that_dvc_renders(tiny_repo):
         assert rendered[f"reports/evaluate/plots/{name}"] == ["vega"], name
     assert rendered["reports/evaluate/plots/predictions.png"] == ["image"]
     assert rendered["reports/augment_preview.png"] == ["image"]
+    assert rendered["reports/optimize/latency.json"] == ["vega"]
 
 
 def test_status_is_clean_and_a_second_repro_reruns_nothing(tiny_repo):

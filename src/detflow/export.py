@@ -14,11 +14,13 @@ import numpy as np
 import onnx
 import torch
 
-from detflow.errors import DetflowError
+from detflow.errors import DetflowError, require_choice
 from detflow.files import atomic_file
 from detflow.inference import predict
-from detflow.postprocess import apply_postprocess
+from detflow.postprocess import apply_postprocess, check_postprocess
 from detflow.runtime import OnnxDetector
+
+SIMPLIFIERS = ("none", "onnxslim")
 
 
 def export_onnx(
@@ -29,12 +31,18 @@ def export_onnx(
     class_names: list[str],
     config: dict,
     opset: int = 17,
+    postprocess: dict | None = None,
+    simplify: str = "none",
 ) -> None:
-    """Export ``model`` (eval mode) with a dynamic ``[3, H, W]`` input to ``onnx_path``.
+    """Export ``model`` (eval mode) with a dynamic ``[3, H, W]`` input to ``onnx_path``;
+    ``simplify``: ``none`` | ``onnxslim`` (constant folding and redundant-node removal).
 
     The file passes ``onnx.checker`` and carries class names, input spec, normalisation,
-    score threshold and a hash of the training config as metadata properties.
+    score threshold and a hash of the training config as metadata properties; with
+    ``postprocess`` (the shared ``postprocess.*`` config) also ``detflow_postprocess``, which
+    :class:`detflow.runtime.OnnxDetector` applies to the graph's outputs.
     """
+    require_choice("export.simplify", simplify, SIMPLIFIERS)
     model.eval()
     tmp = str(onnx_path)
     torch.onnx.export(
@@ -71,6 +79,12 @@ def export_onnx(
             json.dumps(config, sort_keys=True).encode()
         ).hexdigest(),
     }
+    if postprocess is not None:
+        meta["detflow_postprocess"] = json.dumps(check_postprocess(postprocess), sort_keys=True)
+    if simplify == "onnxslim":
+        import onnxslim  # only when asked for: it takes seconds to import and run
+
+        proto = onnxslim.slim(proto)
     onnx.helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)
     onnx.save(proto, tmp)
@@ -121,7 +135,7 @@ def check_parity(
     outputs are compared). Unmatched detections are tolerated only within
     ``max_score_error`` of ``score_threshold`` (they may cross it through rounding alone).
     """
-    detector = OnnxDetector(onnx_path)
+    detector = OnnxDetector(onnx_path, postprocess=False)  # raw outputs: applied below
     worst, report = (
         None,
         {"images": len(images), "max_box_error_px": 0.0, "max_score_error": 0.0, "detections": 0},
@@ -169,10 +183,11 @@ def export_verified(
     max_box_error_px: float,
     max_score_error: float,
     postprocess: dict | None = None,
+    simplify: str = "none",
 ) -> dict:
-    """Export, then check parity on ``images`` (after ``postprocess``, see
-    :func:`check_parity`); the file appears at ``onnx_path`` only if parity holds. Returns
-    the parity report."""
+    """Export (``simplify``: see :func:`export_onnx`), then check parity on ``images`` (after
+    ``postprocess``, see :func:`check_parity`); the file appears at ``onnx_path`` only if
+    parity holds. Returns the parity report."""
     if not images:
         raise DetflowError("export: no images to check parity on; the test split is empty")
     with atomic_file(onnx_path) as tmp:
@@ -183,6 +198,8 @@ def export_verified(
             class_names=class_names,
             config=config,
             opset=opset,
+            postprocess=postprocess,
+            simplify=simplify,
         )
         report = check_parity(
             model=model,
@@ -197,5 +214,7 @@ def export_verified(
             postprocess=postprocess,
         )
     report["opset"] = opset
+    report["simplify"] = simplify
+    report["nodes"] = len(onnx.load(str(onnx_path), load_external_data=False).graph.node)
     report["size_mb"] = Path(onnx_path).stat().st_size / 1e6
     return report

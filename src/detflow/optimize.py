@@ -1,42 +1,52 @@
-"""optimize: ONNX Runtime variants of the exported model, benchmarked side by side.
+"""optimize: variants of the exported model, each a file under the output folder.
 
-Variants (each an ``.onnx`` file): ``ort_fp32`` (graph optimisation level ALL, saved) and
-``int8_static`` (QDQ static quantization calibrated on val images; only Conv/MatMul/Gemm are
-quantized, so box decoding and NMS stay in float).
+- ``ort_fp32``: ORT's fully optimised graph (level ALL) for the CPU provider, saved.
+- ``int8_static``: QDQ INT8, calibrated on val images (:func:`detflow.quantize.build_int8_static`).
+- ``int8_dynamic``: INT8 weights, activations quantized at run time.
+- ``fp16``: float16 convolutions and matrix products (for GPUs; run by CUDA when present,
+  else by the CPU provider).
+- ``tensorrt_fp16`` / ``tensorrt_int8``: TensorRT engines built by ONNX Runtime's TensorRT
+  execution provider (int8: from a QDQ model, TensorRT's explicit quantization). Where the
+  provider, the tensorrt package or a CUDA GPU is missing they are :class:`Variant` s with
+  ``skipped`` set to the reason, never silently missing.
 """
 
 from __future__ import annotations
 
-import tempfile
+import importlib.util
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quantize_static,
-)
-from onnxruntime.quantization.shape_inference import quant_pre_process
+import onnxruntime as ort
 
 from detflow.errors import ConfigError, DetflowError, require_choice
 from detflow.files import atomic_file
-from detflow.metrics import evaluate_predictor
-from detflow.runtime import OnnxDetector, make_session
+from detflow.quantize import (
+    QUANTIZED_OPS,
+    build_fp16,
+    build_int8_dynamic,
+    build_int8_static,
+    require_bools,
+)
+from detflow.runtime import make_session
 
-VARIANTS = ("ort_fp32", "int8_static")
-QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+VARIANTS = ("ort_fp32", "int8_static", "int8_dynamic", "fp16", "tensorrt_fp16", "tensorrt_int8")
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
 
 
-class _ImageReader(CalibrationDataReader):
-    """Feeds ``[3, H, W]`` float32 images to ORT's calibrator."""
+@dataclass(frozen=True)
+class Variant:
+    """One optimized model: its file and the ORT providers (names or (name, options)) it runs
+    with, best first; or, with ``skipped``, the reason it was not built here."""
 
-    def __init__(self, input_name: str, images: list[np.ndarray]):
-        self._items = iter([{input_name: im} for im in images])
-
-    def get_next(self):
-        return next(self._items, None)
+    name: str
+    path: Path | None = None
+    providers: list = field(default_factory=lambda: [CPU])
+    skipped: str | None = None
 
 
 def build_ort_fp32(source: Path, target: Path) -> None:
@@ -45,36 +55,44 @@ def build_ort_fp32(source: Path, target: Path) -> None:
         make_session(source, optimization="all", save_optimized=tmp)
 
 
-def build_int8_static(
-    source: Path,
-    target: Path,
-    *,
-    calibration: list[np.ndarray],
-    per_channel: bool,
-    reduce_range: bool,
-) -> None:
-    """QDQ INT8 static quantization, MinMax-calibrated on ``calibration`` images."""
-    if not calibration:
-        raise ConfigError("optimize.calibration_images must be > 0 and the val split non-empty")
-    input_name = make_session(source).get_inputs()[0].name
-    with tempfile.TemporaryDirectory() as work, atomic_file(target) as tmp:
-        prepared = Path(work) / "prepared.onnx"
-        # ONNX shape inference only: ORT's symbolic pass cannot complete on detector graphs
-        quant_pre_process(
-            str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True
+def tensorrt_missing() -> str | None:
+    """Why ORT's TensorRT execution provider cannot run here, or None when it may."""
+    available = ort.get_available_providers()
+    if TENSORRT not in available:
+        return (
+            f"onnxruntime {ort.__version__} has no {TENSORRT} (has {', '.join(available)}); "
+            "needs onnxruntime-gpu built with TensorRT, the tensorrt package and a CUDA GPU"
         )
-        quantize_static(
-            str(prepared),
-            str(tmp),
-            _ImageReader(input_name, calibration),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=QUANTIZED_OPS,
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
+    if importlib.util.find_spec("tensorrt") is None:
+        return "the tensorrt package is not installed (pip install -e '.[tensorrt]')"
+    return None
+
+
+def tensorrt_providers(name: str, engine_dir: Path) -> list:
+    """ORT providers for a TensorRT variant: engines cached in ``engine_dir``; CUDA, then
+    CPU, run what TensorRT does not take (e.g. RoIAlign)."""
+    options = {
+        "trt_fp16_enable": True,
+        "trt_int8_enable": name == "tensorrt_int8",  # explicit: the model's QDQ scales
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(engine_dir),
+    }
+    return [(TENSORRT, options), CUDA, CPU]
+
+
+def build_tensorrt(name: str, target: Path) -> Variant:
+    """Build the TensorRT engine of ``target`` (ONNX; QDQ for int8) by opening a session
+    with :func:`tensorrt_providers`; a Variant with ``skipped`` when that fails."""
+    engine_dir = target.with_suffix(".engines")
+    engine_dir.mkdir(exist_ok=True)
+    providers = tensorrt_providers(name, engine_dir)
+    try:
+        session = make_session(target, providers=providers)
+    except DetflowError as exc:
+        return Variant(name, skipped=f"TensorRT engine build failed: {exc}")
+    if session.get_providers()[0] != TENSORRT:
+        return Variant(name, skipped=f"ONNX Runtime fell back to {session.get_providers()[0]}")
+    return Variant(name, target, providers)
 
 
 def build_variants(
@@ -83,63 +101,60 @@ def build_variants(
     out_dir: str | Path,
     variants: list[str],
     calibration: list[np.ndarray],
+    calibration_method: str = "minmax",
     per_channel: bool = False,
     reduce_range: bool = False,
-) -> dict[str, Path]:
-    """Build each named variant into ``out_dir/<name>.onnx``; returns name → path."""
+    quantize_op_types: list[str] = QUANTIZED_OPS,
+    exclude_nodes: list[str] = (),
+) -> list[Variant]:
+    """Build each named variant into ``out_dir/<name>.onnx``, in the order given.
+
+    ``calibration``: ``[3, H, W]`` float32 val images for static INT8; the INT8 variants take
+    ``per_channel``, ``reduce_range``, ``quantize_op_types`` and ``exclude_nodes`` (regexes
+    over node names kept in float; fp16 keeps them in float32 too).
+    """
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
+    for name in variants:
+        require_choice("optimize.variants", name, VARIANTS)
+    if len(set(variants)) != len(variants):
+        raise ConfigError(f"optimize.variants={list(variants)} names a variant twice")
+    require_bools(per_channel=per_channel, reduce_range=reduce_range)
     if not onnx_path.exists():
         raise DetflowError(f"{onnx_path}: exported model not found; run the export stage first")
     out_dir.mkdir(parents=True, exist_ok=True)
-    built = {}
-    for name in variants:
-        require_choice("optimize.variants", name, VARIANTS)
-        target = out_dir / f"{name}.onnx"
-        if name == "ort_fp32":
-            build_ort_fp32(onnx_path, target)
+    int8 = {
+        "calibration": calibration,
+        "method": calibration_method,
+        "per_channel": per_channel,
+        "reduce_range": reduce_range,
+        "op_types": quantize_op_types,
+        "exclude_nodes": exclude_nodes,
+        "input_name": make_session(onnx_path).get_inputs()[0].name,
+    }
+    return [_build(name, onnx_path, out_dir, int8) for name in variants]
+
+
+def _build(name: str, source: Path, out_dir: Path, int8: dict) -> Variant:
+    target = out_dir / f"{name}.onnx"
+    nodes = {"op_types": int8["op_types"], "exclude_nodes": int8["exclude_nodes"]}
+    if name == "ort_fp32":
+        build_ort_fp32(source, target)
+    elif name == "int8_static":
+        build_int8_static(source, target, **int8)
+    elif name == "int8_dynamic":
+        flags = {"per_channel": int8["per_channel"], "reduce_range": int8["reduce_range"]}
+        build_int8_dynamic(source, target, **flags, **nodes)
+    elif name == "fp16":
+        build_fp16(source, target, **nodes)
+        available = ort.get_available_providers()
+        return Variant(name, target, [p for p in (CUDA, CPU) if p in available])
+    else:  # tensorrt_fp16, tensorrt_int8
+        reason = tensorrt_missing()
+        if reason is not None:
+            return Variant(name, skipped=reason)
+        if name == "tensorrt_int8":  # TensorRT's explicit quantization: the QDQ scales
+            build_int8_static(source, target, **int8)
         else:
-            build_int8_static(
-                onnx_path,
-                target,
-                calibration=calibration,
-                per_channel=per_channel,
-                reduce_range=reduce_range,
-            )
-        built[name] = target
-    return built
-
-
-def benchmark(*, models: dict[str, Path], dataset, warmup_runs: int = 2) -> dict[str, dict]:
-    """Size, COCO mAP and batch-1 latency of each model on ``dataset`` (same images, one run)."""
-    if len(dataset) == 0:
-        raise DetflowError("optimize: the test split is empty; nothing to benchmark on")
-    table = {}
-    for name, path in models.items():
-        detector = OnnxDetector(path)
-        first = dataset[0][0].numpy()
-        for _ in range(warmup_runs):
-            detector(first)
-        metrics = evaluate_predictor(lambda image, d=detector: d(image.numpy()), dataset)
-        table[name] = {
-            "size_mb": round(Path(path).stat().st_size / 1e6, 3),
-            "map50_95": metrics["map50_95"],
-            "map50": metrics["map50"],
-            "latency_ms_p50": metrics["latency_ms_p50"],
-            "latency_ms_p95": metrics["latency_ms_p95"],
-            "provider": detector.provider,
-        }
-    return table
-
-
-def markdown_table(table: dict[str, dict]) -> str:
-    """The benchmark as a markdown table, one row per variant."""
-    rows = [
-        "| variant | size MB | mAP50-95 | mAP50 | p50 ms | p95 ms | provider |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, r in table.items():
-        rows.append(
-            f"| {name} | {r['size_mb']:.1f} | {r['map50_95']:.3f} | {r['map50']:.3f} "
-            f"| {r['latency_ms_p50']:.1f} | {r['latency_ms_p95']:.1f} | {r['provider']} |"
-        )
-    return "\n".join(rows)
+            shutil.copyfile(source, target)
+        return build_tensorrt(name, target)
+    return Variant(name, target)

@@ -2,7 +2,12 @@
 
 The ONNX graph takes one ``[3, H, W]`` float32 image in 0..1 and does resizing, normalising,
 box decoding and NMS itself; it returns ``boxes`` (``[N, 4]`` xyxy pixels of the input),
-``labels`` (``[N]`` int64, 1..C) and ``scores`` (``[N]`` float32).
+``labels`` (``[N]`` int64, 1..C) and ``scores`` (``[N]`` float32). A model exported with a
+``postprocess.*`` config carries it as the ``detflow_postprocess`` metadata property, and
+:class:`OnnxDetector` applies it (:func:`detflow.postprocess.apply_postprocess`) to those
+outputs, so class-agnostic or soft NMS give the same detections as in PyTorch (that step
+imports torch and torchvision; with the default, class-aware hard NMS, the graph has done it
+all and ONNX Runtime alone runs).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ METADATA_KEYS = ("detflow_class_names", "detflow_input", "detflow_score_threshol
 def make_session(
     path: str | Path,
     *,
-    providers: list[str] | None = None,
+    providers: list | None = None,
     threads: int = 0,
     optimization: str = "all",
     save_optimized: str | Path | None = None,
@@ -50,9 +55,20 @@ def make_session(
 
 
 class OnnxDetector:
-    """Callable detector over an exported model: ``detector(image)`` → numpy outputs."""
+    """Callable detector over an exported model: ``detector(image)`` → numpy outputs.
 
-    def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int = 0):
+    ``postprocess``: apply the model's ``detflow_postprocess`` metadata (when it has one) to
+    the graph's outputs; False returns them as the graph gives them.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        providers: list | None = None,
+        threads: int = 0,
+        postprocess: bool = True,
+    ):
         self.path = Path(path)
         if not self.path.exists():
             raise DetflowError(f"{self.path}: model not found; run the export stage first")
@@ -67,6 +83,13 @@ class OnnxDetector:
         self.metadata = meta
         self.class_names = json.loads(meta["detflow_class_names"])
         self.input_name = self.session.get_inputs()[0].name
+        self.postprocess = None
+        if postprocess and "detflow_postprocess" in meta:
+            self.postprocess = json.loads(meta["detflow_postprocess"])
+        # class-aware hard NMS is the graph's own (postprocess.detector_does_all): nothing to add
+        self._apply = self.postprocess is not None and (
+            self.postprocess["nms"] != "class_aware" or self.postprocess["soft_nms"] != "none"
+        )
 
     @property
     def provider(self) -> str:
@@ -76,4 +99,9 @@ class OnnxDetector:
         """``image``: ``[3, H, W]`` float32 in 0..1 (numpy or torch)."""
         array = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
         boxes, labels, scores = self.session.run(None, {self.input_name: array})
-        return {"boxes": boxes.reshape(-1, 4), "labels": labels.astype(np.int64), "scores": scores}
+        boxes, labels = boxes.reshape(-1, 4), labels.astype(np.int64)
+        if self._apply:
+            from detflow.postprocess import apply_postprocess  # torch: only when needed
+
+            return apply_postprocess(boxes, scores, labels, config=self.postprocess)
+        return {"boxes": boxes, "labels": labels, "scores": scores}
