@@ -12,6 +12,8 @@ from detflow.export import check_parity, compare_detections, export_onnx, export
 from detflow.models import build_model
 from detflow.runtime import OnnxDetector
 
+from export_helpers import TINY_EXPORT
+
 
 def _model(seed: int):
     torch.manual_seed(seed)
@@ -57,12 +59,7 @@ def test_export_has_metadata_and_parity_gate_catches_a_different_model(tmp_path)
         model=model,
         onnx_path=path,
         images=images,
-        names=["a", "b"],
-        class_names=["cat", "dog"],
-        config={"k": 1},
-        opset=17,
-        max_box_error_px=1.0,
-        max_score_error=1e-3,
+        **{**TINY_EXPORT, "config": {"k": 1}},
     )
     assert report["passed"] and path.exists()
     proto = onnx.load(str(path))
@@ -96,12 +93,7 @@ def test_failed_parity_leaves_no_model_file(tmp_path, monkeypatch):
             model=_model(0),
             onnx_path=tmp_path / "m.onnx",
             images=_images(),
-            names=["a", "b"],
-            class_names=["cat", "dog"],
-            config={},
-            opset=17,
-            max_box_error_px=1.0,
-            max_score_error=1e-3,
+            **TINY_EXPORT,
         )
     assert list(tmp_path.iterdir()) == []
 
@@ -142,12 +134,7 @@ def test_metadata_carries_the_postprocess_config_and_the_runtime_applies_it(tmp_
         model=model,
         onnx_path=path,
         images=_images(),
-        names=["a", "b"],
-        class_names=["cat", "dog"],
-        config={},
-        opset=17,
-        max_box_error_px=1.0,
-        max_score_error=1e-3,
+        **TINY_EXPORT,
         postprocess=postprocess,
     )
     assert report["passed"]
@@ -169,12 +156,7 @@ def test_onnxslim_simplification_keeps_parity_and_metadata(tmp_path):
     options = {
         "model": _model(0),
         "images": _images(),
-        "names": ["a", "b"],
-        "class_names": ["cat", "dog"],
-        "config": {},
-        "opset": 17,
-        "max_box_error_px": 1.0,
-        "max_score_error": 1e-3,
+        **TINY_EXPORT,
     }
     plain = export_verified(onnx_path=tmp_path / "plain.onnx", **options)
     report = export_verified(onnx_path=path, simplify="onnxslim", **options)

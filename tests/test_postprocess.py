@@ -12,6 +12,8 @@ from detflow.inference import predict
 from detflow.models import build_model
 from detflow.postprocess import CANDIDATES, apply_postprocess, check_postprocess, model_kwargs
 
+from export_helpers import TINY_EXPORT
+
 BASE = {
     "score_threshold": 0.05,
     "nms": "class_aware",
@@ -173,12 +175,7 @@ def test_export_parity_compares_after_the_same_postprocess(tmp_path):
         model=model,
         onnx_path=tmp_path / "model.onnx",
         images=images,
-        names=["a", "b"],
-        class_names=["cat", "dog"],
-        config={},
-        opset=17,
-        max_box_error_px=1.0,
-        max_score_error=1e-3,
+        **TINY_EXPORT,
         postprocess=config,
     )
     assert report["passed"] and report["detections"] == 2 * 5  # top 5 after soft-NMS, each
