@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from detflow.errors import DetflowError
+from detflow.images import DEFAULT_MAX_PIXELS
 
 
 def _weights(args: argparse.Namespace) -> None:
@@ -24,6 +25,54 @@ def _convert(args: argparse.Namespace) -> None:
         f"wrote {summary['images']} images, {summary['boxes']} boxes as {summary['format']} "
         f"to {args.out}"
     )
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from detflow.predict import predict_source
+
+    summary = predict_source(
+        model=args.model,
+        source=args.source,
+        out_dir=args.out,
+        provider=args.provider,
+        score_threshold=args.score_threshold,
+        max_frames=args.max_frames,
+        save_visuals=not args.no_visuals,
+        threads=args.threads,
+        max_pixels=args.max_pixels,
+        progress=not args.quiet,
+    )
+    print(
+        f"{summary['images']} images/frames, {summary['skipped']} skipped, "
+        f"{summary['detections']} detections; mean latency {summary['mean_latency_ms']:.1f} ms, "
+        f"{summary['fps']:.1f} FPS on {summary['provider']}; outputs in {summary['out_dir']}"
+    )
+
+
+def _add_predict(commands) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="run the deploy model (or any detflow ONNX) on images, folders, videos, streams",
+    )
+    predict.add_argument(
+        "source", help="image, folder, glob ('imgs/*.jpg'), video file, camera index or URL"
+    )
+    predict.add_argument("--model", default="models/deploy", help="ONNX file or its folder")
+    predict.add_argument(
+        "--out", help="output folder, replaced (default: predictions/<source name>)"
+    )
+    predict.add_argument("--provider", default="cpu", choices=("cpu", "cuda", "tensorrt"))
+    predict.add_argument(
+        "--score-threshold", type=float, help="keep detections >= this (default: the model's)"
+    )
+    predict.add_argument("--max-frames", type=int, help="stop videos and streams after N frames")
+    predict.add_argument("--threads", type=int, default=0, help="ORT threads (0: all cores)")
+    predict.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="per image/frame"
+    )
+    predict.add_argument("--no-visuals", action="store_true", help="JSON Lines and summary only")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(run=_predict)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "--link", action="store_true", help="hard-link images instead of copying them"
     )
     convert.set_defaults(run=_convert)
+    _add_predict(commands)
     args = parser.parse_args(argv)
     try:
         args.run(args)

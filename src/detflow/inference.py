@@ -50,6 +50,18 @@ def _predict_one(model, postprocess, device):
     return predict_one
 
 
+def predict_dataset(
+    model,
+    dataset: DetectionDataset,
+    *,
+    postprocess: dict | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[dict[int, dict], list[float]]:
+    """The detections evaluate scores: image id → numpy ``boxes`` (xyxy px), ``labels``,
+    ``scores`` for every image of ``dataset`` (batch 1), and the per-image latency in ms."""
+    return run_predictor(_predict_one(model, postprocess, device), dataset)
+
+
 def evaluate_model(
     model,
     dataset: DetectionDataset,
@@ -76,7 +88,7 @@ def evaluate(
     ``iou`` and PyTorch latency (ms per image, batch 1, post-processing included)."""
     if len(dataset) == 0:
         raise DetflowError(f"{dataset.json_path}: no images to evaluate on")
-    predictions, latencies = run_predictor(_predict_one(model, postprocess, device), dataset)
+    predictions, latencies = predict_dataset(model, dataset, postprocess=postprocess, device=device)
     evaluation = evaluate_predictions(
         dataset.dataset, predictions, score_threshold=score_threshold, iou=iou
     )
