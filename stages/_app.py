@@ -3,7 +3,10 @@
 DVC runs a stage as ``python stages/<stage>.py --config-dir . --config-name params …``
 (dvc.yaml), so it uses exactly params.yaml and writes the DVC-tracked outputs. Run by hand
 (``python stages/train.py train.lr=0.02``, or ``-m`` to sweep) a stage composes conf/, reads
-its inputs from the workspace and writes under Hydra's run or sweep folder instead.
+its inputs from the workspace and writes under Hydra's run or sweep folder instead. In a
+sweep each job also writes its overrides and summary (detflow.sweep) for the summary table
+that stages/_sweep.py writes at the end, and returns the stage's objective (if it has one)
+to the sweeper (Optuna maximizes it).
 """
 
 from __future__ import annotations
@@ -11,18 +14,32 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from detflow.config_safety import check_targets
 from detflow.errors import DetflowError
+from detflow.sweep import write_job_result
 
 log = logging.getLogger("detflow")
 PARAMS_CONFIG = "params"  # the --config-name DVC passes: params.yaml is the whole config
+STAGES_DIR = Path(__file__).resolve().parent
+
+
+def share_stage_helpers() -> None:
+    """Put stages/ on PYTHONPATH, so that launchers starting fresh interpreters (joblib's
+    workers, submitit jobs here or on SLURM nodes) can unpickle a task that uses _app and
+    _sweep, as the stage script itself can (its folder is its sys.path[0])."""
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(STAGES_DIR) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STAGES_DIR), *paths]))
 
 
 def output_root() -> Path:
@@ -33,9 +50,31 @@ def output_root() -> Path:
     return Path(hydra_cfg.runtime.output_dir)
 
 
-def stage(run):
+def sweep_result(summary: dict, objective: str | None):
+    """In a sweep, record this job's result in its folder (rank 0 only) and return what the
+    sweeper gets: the objective's value, or the summary when the stage has none. Otherwise
+    return the summary."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return summary
+    if int(os.environ.get("RANK", "0")) == 0:
+        record = write_job_result(
+            job_dir=output_root(),
+            job=hydra_cfg.job.num,
+            overrides=list(hydra_cfg.overrides.task),
+            summary=summary,
+            objective=objective,
+        )
+        return summary if objective is None else record["value"]
+    return summary if objective is None else float(summary[objective])
+
+
+def stage(run=None, *, objective: str | None = None):
     """Make ``run(cfg: dict, root: Path) -> summary`` a Hydra app that logs its summary and
-    reports a user error in one line (exit code 2), without a traceback."""
+    reports a user error in one line (exit code 2), without a traceback. ``objective``: the
+    summary key a sweep optimizes (higher is better), e.g. ``@stage(objective="val_map50")``."""
+    if run is None:
+        return functools.partial(stage, objective=objective)
 
     @functools.wraps(run)
     def task(cfg):
@@ -43,15 +82,18 @@ def stage(run):
         name = HydraConfig.get().job.name
         try:
             config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            check_targets(config)  # no _target_ outside detflow, torchvision, albumentations
             summary = run(config, output_root())
+            result = sweep_result(summary, objective)
         except MissingMandatoryValue as exc:
             message = f"config key {exc.full_key} is required; set {exc.full_key}=VALUE"
         except DetflowError as exc:
             message = str(exc)
         else:
             log.info("%s done: %s", name, json.dumps(summary, default=str))
-            return summary
+            return result
         print(f"detflow {name}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
+    share_stage_helpers()
     return hydra.main(config_path="../conf", config_name="config", version_base="1.3")(task)

@@ -14,7 +14,7 @@ from detflow.train_options import TrainOptions
 from _app import stage
 
 
-@stage
+@stage(objective="val_map50")  # a sweep (Optuna) maximizes the best val mAP50
 def main(cfg: dict, root: Path) -> dict:
     paths = cfg["paths"]
     options = TrainOptions.from_config(train=cfg["train"])

@@ -35,6 +35,15 @@ def run(args, cwd, *, check=True, env=None, timeout=900) -> subprocess.Completed
     return result
 
 
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory) -> Path:
+    """One tiny reproduced detflow repository (tests/repo_helpers.py) shared by the slow test
+    modules; a module that changes its workspace puts it back."""
+    from repo_helpers import make_tiny_repo
+
+    return make_tiny_repo(tmp_path_factory.mktemp("detflow") / "repo")
+
+
 @pytest.fixture
 def thermal_source() -> Path:
     return THERMAL

@@ -1,12 +1,11 @@
 """End to end, for real: DVC runs all eight stages on tiny synthetic data in a temporary git
-copy of this repository; then the config-truth, no-rerun and Hydra multirun checks."""
+copy of this repository (conftest's `tiny_repo`); then the config-truth, no-rerun and Hydra
+multirun checks."""
 
 from __future__ import annotations
 
+import csv
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,61 +14,11 @@ import yaml
 
 from detflow.files import sha256_file
 
-from conftest import REPO, run
+from conftest import run
+from repo_helpers import dvc as _dvc
+from repo_helpers import train_sweep
 
 pytestmark = pytest.mark.slow
-
-# Tiny settings as a config of conf/: `dvc exp run -S` re-composes from conf/, so the tiny
-# defaults must live there (not only in params.yaml) for experiments to stay tiny.
-TINY_CONFIG = """\
-defaults:
-  - config
-  - override data: synthetic
-  - _self_
-
-data:
-  num_images: 40
-  image_size: 128
-model:
-  min_size: 128
-  max_size: 128
-train:
-  epochs: 3
-  warmup_steps: 5
-export:
-  parity_images: 4
-optimize:
-  calibration_images: 4
-"""
-
-
-def _dvc(repo: Path, *args: str, check=True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "dvc", *args], repo, check=check)
-
-
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("detflow") / "repo"
-    tracked = (
-        subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, tracked):
-        if name.startswith("data/sources/") or not (REPO / name).is_file():
-            continue
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, repo / name)
-    (repo / "conf" / "tiny.yaml").write_text(TINY_CONFIG)
-    run(["git", "init", "-q"], repo)
-    run(["git", "config", "user.name", "detflow test"], repo)
-    run(["git", "config", "user.email", "test@detflow.invalid"], repo)
-    _dvc(repo, "config", "hydra.config_name", "tiny")
-    run([sys.executable, "stages/compose_params.py"], repo)  # `make params`, config tiny
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "tiny copy"], repo)
-    _dvc(repo, "repro")
-    return repo
 
 
 def test_all_eight_stages_produce_their_outputs(tiny_repo):
@@ -149,27 +98,36 @@ def test_changing_optimize_params_reruns_only_optimize(tiny_repo):
     assert "up to date" in _dvc(tiny_repo, "status").stdout
 
 
-def test_hydra_multirun_writes_its_own_folders_only(tiny_repo):
-    best = tiny_repo / "models/train/best.pt"
-    before = sha256_file(best)
-    result = run(
-        [
-            sys.executable,
-            "stages/train.py",
-            "--config-name",
-            "tiny",
-            "-m",
-            "train.lr=0.01,0.02",
-            "train.epochs=1",
-            "hydra.sweep.dir=multirun/test",
-        ],
-        tiny_repo,
+def _tree_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): sha256_file(p) for p in root.rglob("*") if p.is_file()}
+
+
+def test_hydra_multirun_writes_its_own_folders_and_a_summary_only(tiny_repo):
+    """A 2-point sweep on `train`: one folder per job, summary.csv/.md best first with the
+    best job as a `dvc exp run` line; the DVC outputs under data/ and models/ stay as they were."""
+    before = {name: _tree_hashes(tiny_repo / name) for name in ("data", "models")}
+    result = train_sweep(
+        tiny_repo, "train.lr=0.01,0.02", "train.epochs=1", "hydra.sweep.dir=multirun/test"
     )
-    runs = sorted((tiny_repo / "multirun/test").glob("*/models/train/best.pt"))
+    sweep = tiny_repo / "multirun/test"
+    runs = sorted(sweep.glob("*/models/train/best.pt"))
     assert len(runs) == 2, result.stdout + result.stderr
     lrs = {torch.load(p, weights_only=True)["config"]["train"]["lr"] for p in runs}
     assert lrs == {0.01, 0.02}
-    assert sha256_file(best) == before
+    for job in ("0", "1"):
+        assert (sweep / job / "reports/train/metrics.json").is_file(), job
+    with (sweep / "summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["train.lr"] for row in rows} == {"0.01", "0.02"}
+    values = [float(row["val_map50"]) for row in rows]
+    assert values == sorted(values, reverse=True)  # best first
+    assert {"job", "train.epochs", "val_map50_95", "train_loss"} <= set(rows[0])
+    markdown = (sweep / "summary.md").read_text().splitlines()
+    assert markdown[0].startswith("| job | train.epochs | train.lr | val_map50 |")
+    assert len(markdown) == 2 + len(rows)
+    best = f"best: dvc exp run -S train.lr={rows[0]['train.lr']} -S train.epochs=1"
+    assert best in result.stdout, result.stdout
+    assert {name: _tree_hashes(tiny_repo / name) for name in ("data", "models")} == before
     assert "up to date" in _dvc(tiny_repo, "status").stdout
 
 
@@ -177,7 +135,7 @@ def test_metrics_diff_compares_evaluate_results_across_commits(tiny_repo):
     """Commit one result, rerun evaluate with other post-processing, `dvc metrics diff`: the
     committed metrics file is compared key by key (the tiny model's mAP may be 0 in both)."""
     run(["git", "add", "-A"], tiny_repo)
-    run(["git", "commit", "-qm", "first result"], tiny_repo)
+    run(["git", "commit", "-qm", "first result", "--allow-empty"], tiny_repo)
     params = tiny_repo / "params.yaml"
     config = yaml.safe_load(params.read_text())
     config["postprocess"]["max_detections"] = 1
