@@ -4,7 +4,7 @@ from pathlib import Path
 
 from detflow.checkpoints import load_checkpoint
 from detflow.datasets import DetectionDataset
-from detflow.export import export_verified
+from detflow.export import export_verified, parity_image_count
 from detflow.files import write_json
 
 from _app import stage
@@ -15,7 +15,7 @@ def main(cfg: dict, root: Path) -> dict:
     paths, options = cfg["paths"], cfg["export"]
     model, state = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=cfg["postprocess"])
     test = DetectionDataset(Path(paths["split"]) / "test.json")
-    count = min(options["parity_images"], len(test))
+    count = parity_image_count(options["parity_images"], len(test))
     (root / paths["export"]).mkdir(parents=True, exist_ok=True)
     report = export_verified(
         model=model,

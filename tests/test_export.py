@@ -15,10 +15,10 @@ from detflow.runtime import OnnxDetector
 from export_helpers import TINY_EXPORT
 
 
-def _model(seed: int):
+def _model(seed: int, name: str = "fasterrcnn_mobilenet_v2"):
     torch.manual_seed(seed)
     return build_model(
-        name="fasterrcnn_mobilenet_v2",
+        name=name,
         num_classes=2,
         backbone_weights="none",
         min_size=96,
@@ -165,3 +165,16 @@ def test_onnxslim_simplification_keeps_parity_and_metadata(tmp_path):
     assert OnnxDetector(path).class_names == ["cat", "dog"]
     with pytest.raises(DetflowError, match="export.simplify='onnxsim'.*none, onnxslim"):
         export_verified(onnx_path=tmp_path / "x.onnx", simplify="onnxsim", **options)
+
+
+def test_a_one_stage_detector_exports_with_its_output_order(tmp_path):
+    """FCOS, RetinaNet and SSD return boxes, scores, labels (Faster R-CNN: boxes, labels,
+    scores): the graph's outputs are named from the model's own order and read by name, so the
+    labels are class ids (never the background, 0) and parity holds."""
+    model = _model(0, "fcos_mobilenet_v2")
+    path = tmp_path / "model.onnx"
+    report = export_verified(model=model, onnx_path=path, images=_images(), **TINY_EXPORT)
+    assert report["passed"]
+    output = OnnxDetector(path)(_images()[0].numpy())
+    assert len(output["labels"]) > 0 and set(output["labels"].tolist()) <= {1, 2}
+    assert output["labels"].dtype == np.int64 and output["scores"].dtype == np.float32

@@ -30,8 +30,9 @@ from detflow import manifest
 from detflow.boxes import xywh_to_xyxy, xyxy_to_xywh
 from detflow.draw import draw_boxes, image_grid
 from detflow.errors import ConfigError, DataError, require_positive
+from detflow.faults import maybe_kill
 from detflow.files import atomic_dir, atomic_file
-from detflow.images import DEFAULT_MAX_PIXELS, load_rgb
+from detflow.images import DEFAULT_MAX_PIXELS, load_rgb, require_pixel_limit
 
 PNG_COMPRESS_LEVEL = 1  # augmented copies are intermediate training data: favour speed
 BOX_DECIMALS = 3  # albumentations computes in normalised float32; keep 1/1000 px
@@ -144,6 +145,7 @@ def augment_dataset(
     """
     require_positive("augment.copies", copies, allow_zero=True)
     require_positive("augment.workers", workers, allow_zero=True)
+    require_pixel_limit(max_pixels)
     build_pipeline(transforms=transforms, min_visibility=min_visibility, min_area=min_area)
     source = manifest.load_dataset(train_json)
     src_images = manifest.image_dir(train_json, source)
@@ -167,6 +169,7 @@ def augment_dataset(
             ):
                 dropped.update(Counter(job.labels) - Counter(labels))
                 _add(out, image, job.out_name, width, height, boxes, labels, job.file_name)
+            maybe_kill("augment.image")
         manifest.save_dataset(out, tmp / "train.json", image_dir=folder)
     return _report(source, out, dropped, copies=copies, oversampled=sum(extra.values()))
 

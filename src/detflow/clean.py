@@ -23,12 +23,14 @@ from tqdm import tqdm
 from detflow import manifest
 from detflow.boxes import box_iou, exif_orient_xyxy, scale_xyxy, xywh_to_xyxy, xyxy_to_xywh
 from detflow.errors import ConfigError, DataError, require_choice, require_positive
+from detflow.faults import maybe_kill
 from detflow.files import atomic_dir
 from detflow.images import (
     DEFAULT_MAX_PIXELS,
     RESIZE_MODES,
     PixelLimitError,
     decode_with_info,
+    require_pixel_limit,
     resize_policy,
 )
 from detflow.near_duplicates import clusters, near_duplicate_pairs, perceptual_hash
@@ -84,6 +86,7 @@ def clean_dataset(
     """Write the cleaned ``out_dir/dataset.json`` + ``out_dir/images/``; return the report
     (counts per reason, every dropped/changed image and box, quality flags, class balance)."""
     policy = policy or CleanPolicy()
+    require_pixel_limit(max_pixels)
     source = manifest.load_dataset(in_json)
     boxes_of = manifest.annotations_by_image(source)
     out = manifest.new_dataset(class_names=manifest.class_names(source))
@@ -100,6 +103,7 @@ def clean_dataset(
         )
         for image in tqdm(source["images"], desc="clean", unit="img", leave=False, disable=None):
             kept = cleaner(image, boxes_of.get(image["id"], []))
+            maybe_kill("clean.image")
             if kept is None:
                 continue
             rgb, file_name, changes, boxes = kept

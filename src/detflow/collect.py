@@ -22,6 +22,7 @@ from tqdm import tqdm
 from detflow import manifest
 from detflow.boxes import xyxy_to_xywh
 from detflow.errors import ConfigError, DataError, DetflowError, require_choice
+from detflow.faults import maybe_kill
 from detflow.files import atomic_dir, sha256_bytes
 from detflow.formats.archive import read_archive
 from detflow.formats.base import SourceBox, SourceScan
@@ -31,7 +32,7 @@ from detflow.formats.synthetic import generate_synthetic
 from detflow.formats.video import read_video
 from detflow.formats.voc import read_voc
 from detflow.formats.yolo import read_yolo
-from detflow.images import DEFAULT_MAX_PIXELS
+from detflow.images import DEFAULT_MAX_PIXELS, require_pixel_limit
 
 FORMATS = ("yolo", "coco", "voc", "csv", "video", "archive", "synthetic")
 KEYS = {
@@ -182,7 +183,7 @@ def collect_dataset(
     *, source: dict, out_dir: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> dict:
     """Write ``out_dir/dataset.json`` + ``out_dir/images/``; return the collect report."""
-    scan = scan_source(source, max_pixels=max_pixels)
+    scan = scan_source(source, max_pixels=require_pixel_limit(max_pixels))
     try:
         _check_usable(scan, source)
         dataset = _write(scan, out_dir, link=bool(source.get("link")))
@@ -232,6 +233,7 @@ def _write(scan: SourceScan, out_dir: str | Path, *, link: bool) -> dict:
                     category_id=category[box.class_name],
                     xywh=xyxy_to_xywh([box.xyxy])[0],
                 )
+            maybe_kill("collect.image")
         manifest.save_dataset(dataset, tmp / "dataset.json", image_dir=images)
     return dataset
 

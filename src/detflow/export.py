@@ -14,11 +14,12 @@ import numpy as np
 import onnx
 import torch
 
-from detflow.errors import DetflowError, require_choice
+from detflow.errors import ConfigError, DetflowError, require_choice, require_positive
+from detflow.faults import maybe_kill
 from detflow.files import atomic_file
 from detflow.inference import predict
 from detflow.postprocess import apply_postprocess, check_postprocess
-from detflow.runtime import OnnxDetector
+from detflow.runtime import OUTPUTS, OnnxDetector
 
 SIMPLIFIERS = ("none", "onnxslim")
 
@@ -45,6 +46,7 @@ def export_onnx(
     require_choice("export.simplify", simplify, SIMPLIFIERS)
     model.eval()
     tmp = str(onnx_path)
+    output_names = _output_order(model, sample)
     torch.onnx.export(
         model,
         ([sample],),
@@ -52,7 +54,7 @@ def export_onnx(
         opset_version=opset,
         dynamo=False,
         input_names=["image"],
-        output_names=["boxes", "labels", "scores"],
+        output_names=output_names,
         dynamic_axes={
             "image": {1: "height", 2: "width"},
             "boxes": {0: "detections"},
@@ -88,6 +90,17 @@ def export_onnx(
     onnx.helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)
     onnx.save(proto, tmp)
+
+
+def _output_order(model: torch.nn.Module, sample: torch.Tensor) -> list[str]:
+    """The detector's output keys in the order it returns them: the exported graph's outputs
+    follow the dict's order (Faster R-CNN: boxes, labels, scores; FCOS, RetinaNet and SSD:
+    boxes, scores, labels), so they are named from it, and read by name."""
+    with torch.no_grad():
+        keys = list(model([sample])[0])
+    if sorted(keys) != sorted(OUTPUTS):
+        raise DetflowError(f"export: the detector returns {keys}; expected {list(OUTPUTS)}")
+    return keys
 
 
 def _score_threshold(model) -> float:
@@ -160,6 +173,7 @@ def check_parity(
         )
         if failed and worst is None:
             worst = (name, result, bad)
+        maybe_kill("export.image")
     report["passed"] = worst is None
     if worst is not None:
         name, result, bad = worst
@@ -169,6 +183,22 @@ def check_parity(
             f"(limit {max_score_error}), {len(bad)} unmatched detections; not exported"
         )
     return report
+
+
+def parity_image_count(parity_images, available: int) -> int:
+    """How many test images the parity check uses: ``export.parity_images`` (an integer >= 1,
+    checked) or all ``available`` when there are fewer."""
+    require_positive("export.parity_images", parity_images, integer=True)
+    return min(parity_images, available)
+
+
+def check_export_options(*, opset, max_box_error_px, max_score_error) -> None:
+    """ConfigError naming the ``export.*`` key that is of the wrong type or out of range."""
+    require_positive("export.opset", opset, integer=True)
+    if opset < 11:  # torchvision's detectors need opset 11 or later
+        raise ConfigError(f"export.opset={opset!r} must be an ONNX opset >= 11 (e.g. 17)")
+    require_positive("export.max_box_error_px", max_box_error_px, allow_zero=True)
+    require_positive("export.max_score_error", max_score_error, allow_zero=True)
 
 
 def export_verified(
@@ -188,6 +218,9 @@ def export_verified(
     """Export (``simplify``: see :func:`export_onnx`), then check parity on ``images`` (after
     ``postprocess``, see :func:`check_parity`); the file appears at ``onnx_path`` only if
     parity holds. Returns the parity report."""
+    check_export_options(
+        opset=opset, max_box_error_px=max_box_error_px, max_score_error=max_score_error
+    )
     if not images:
         raise DetflowError("export: no images to check parity on; the test split is empty")
     with atomic_file(onnx_path) as tmp:

@@ -9,19 +9,35 @@ the environment variable ``DETFLOW_KILL_AT`` names that point::
 
 Calls are counted per point and per process, from 1. SIGKILL cannot be caught: no ``finally``
 block, atexit handler or buffered write runs, exactly as when the machine kills a stage.
-Points in use: ``train.batch`` (after each training batch), ``train.epoch`` (after the epoch's
-checkpoints are written).
+Points in use, one or more per stage (:data:`POINTS`): ``collect.image`` (after each image
+is written), ``clean.image`` (after each image), ``split.output`` (after each split file),
+``augment.image`` (after each source image and its copies), ``train.batch`` (after each
+training batch), ``train.epoch`` (after the epoch's checkpoints are written),
+``evaluate.image`` (after each test image's prediction), ``export.image`` (after each parity
+image) and ``optimize.variant`` (after each variant is built).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections import Counter
 
 from detflow.errors import ConfigError
 
 ENV = "DETFLOW_KILL_AT"
+POINTS = (
+    "collect.image",
+    "clean.image",
+    "split.output",
+    "augment.image",
+    "train.batch",
+    "train.epoch",
+    "evaluate.image",
+    "export.image",
+    "optimize.variant",
+)
 _calls: Counter[str] = Counter()
 
 
@@ -41,6 +57,7 @@ def maybe_kill(point: str) -> None:
     """Count a call of ``point``; SIGKILL this process if ``$DETFLOW_KILL_AT`` asks for it."""
     _calls[point] += 1
     if kill_points().get(point) == _calls[point]:
+        print(f"detflow: {ENV}: SIGKILL at {point}:{_calls[point]}", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
 

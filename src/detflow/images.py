@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from detflow.errors import DataError
+from detflow.errors import DataError, require_positive
 
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -104,6 +104,12 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def require_pixel_limit(max_pixels) -> int:
+    """``limits.max_pixels`` checked: a whole number of pixels > 0 (ConfigError otherwise)."""
+    require_positive("limits.max_pixels", max_pixels, integer=True)
+    return max_pixels
 
 
 def check_pixel_limit(width: int, height: int, *, name: str, max_pixels: int) -> None:

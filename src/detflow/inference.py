@@ -7,6 +7,7 @@ import torch
 
 from detflow.datasets import DetectionDataset
 from detflow.errors import DetflowError
+from detflow.faults import maybe_kill
 from detflow.metrics import (
     Evaluation,
     evaluate_predictions,
@@ -88,7 +89,14 @@ def evaluate(
     ``iou`` and PyTorch latency (ms per image, batch 1, post-processing included)."""
     if len(dataset) == 0:
         raise DetflowError(f"{dataset.json_path}: no images to evaluate on")
-    predictions, latencies = predict_dataset(model, dataset, postprocess=postprocess, device=device)
+    predict_one = _predict_one(model, postprocess, device)
+
+    def predict_and_count(image: torch.Tensor) -> dict:
+        out = predict_one(image)
+        maybe_kill("evaluate.image")
+        return out
+
+    predictions, latencies = run_predictor(predict_and_count, dataset)
     evaluation = evaluate_predictions(
         dataset.dataset, predictions, score_threshold=score_threshold, iou=iou
     )

@@ -26,7 +26,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detflow import manifest
 from detflow.boxes import box_iou, xywh_to_xyxy, xyxy_to_xywh
-from detflow.errors import require_positive
+from detflow.errors import ConfigError, require_positive
 
 STAT_NAMES = (
     "map50_95",
@@ -251,6 +251,8 @@ def evaluate_predictions(
     classes pooled, and per class), curves and the confusion matrix at ``iou``."""
     require_positive("evaluate.score_threshold", score_threshold, allow_zero=True)
     require_positive("evaluate.iou", iou)
+    if iou > 1:
+        raise ConfigError(f"evaluate.iou={iou!r} must be in (0, 1]")
     names = manifest.class_names(ground_truth)
     detections, scores, hits, labels, gt_counts = _pool(ground_truth, predictions, iou=iou)
     metrics, pr_curves = coco_evaluate(ground_truth, detections)

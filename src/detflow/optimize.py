@@ -22,7 +22,8 @@ import numpy as np
 import onnxruntime as ort
 
 from detflow.errors import ConfigError, DetflowError, require_choice
-from detflow.files import atomic_file
+from detflow.faults import maybe_kill
+from detflow.files import atomic_dir, atomic_file
 from detflow.quantize import (
     QUANTIZED_OPS,
     build_fp16,
@@ -107,7 +108,8 @@ def build_variants(
     quantize_op_types: list[str] = QUANTIZED_OPS,
     exclude_nodes: list[str] = (),
 ) -> list[Variant]:
-    """Build each named variant into ``out_dir/<name>.onnx``, in the order given.
+    """Build each named variant into ``out_dir/<name>.onnx``, in the order given; the folder
+    is built aside and replaces ``out_dir`` whole once every variant is built.
 
     ``calibration``: ``[3, H, W]`` float32 val images for static INT8; the INT8 variants take
     ``per_channel``, ``reduce_range``, ``quantize_op_types`` and ``exclude_nodes`` (regexes
@@ -121,7 +123,6 @@ def build_variants(
     require_bools(per_channel=per_channel, reduce_range=reduce_range)
     if not onnx_path.exists():
         raise DetflowError(f"{onnx_path}: exported model not found; run the export stage first")
-    out_dir.mkdir(parents=True, exist_ok=True)
     int8 = {
         "calibration": calibration,
         "method": calibration_method,
@@ -131,7 +132,23 @@ def build_variants(
         "exclude_nodes": exclude_nodes,
         "input_name": make_session(onnx_path).get_inputs()[0].name,
     }
-    return [_build(name, onnx_path, out_dir, int8) for name in variants]
+    built = []
+    with atomic_dir(out_dir) as tmp:
+        for name in variants:
+            built.append(_build(name, onnx_path, tmp, int8))
+            maybe_kill("optimize.variant")
+    return [_moved(variant, out_dir) for variant in built]
+
+
+def _moved(variant: Variant, out_dir: Path) -> Variant:
+    """``variant`` as it is once its folder was renamed to ``out_dir``."""
+    if variant.path is None:
+        return variant
+    path = out_dir / variant.path.name
+    providers = variant.providers
+    if variant.name.startswith("tensorrt"):  # the engine cache moved with the folder
+        providers = tensorrt_providers(variant.name, path.with_suffix(".engines"))
+    return Variant(variant.name, path, providers, variant.skipped)
 
 
 def _build(name: str, source: Path, out_dir: Path, int8: dict) -> Variant:

@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from detflow.errors import DetflowError
 
+OUTPUTS = ("boxes", "labels", "scores")  # the graph's outputs, read by name (order varies)
 METADATA_KEYS = ("detflow_class_names", "detflow_input", "detflow_score_threshold")
 
 
@@ -58,7 +59,9 @@ class OnnxDetector:
     """Callable detector over an exported model: ``detector(image)`` → numpy outputs.
 
     ``postprocess``: apply the model's ``detflow_postprocess`` metadata (when it has one) to
-    the graph's outputs; False returns them as the graph gives them.
+    the graph's outputs, and drop label 0 (background, which one-stage heads such as FCOS and
+    RetinaNet also score), as :func:`detflow.postprocess.apply_postprocess` does in PyTorch;
+    False returns the outputs as the graph gives them.
     """
 
     def __init__(
@@ -83,7 +86,7 @@ class OnnxDetector:
         self.metadata = meta
         self.class_names = json.loads(meta["detflow_class_names"])
         self.input_name = self.session.get_inputs()[0].name
-        self.postprocess = None
+        self.postprocess, self._raw = None, not postprocess
         if postprocess and "detflow_postprocess" in meta:
             self.postprocess = json.loads(meta["detflow_postprocess"])
         # class-aware hard NMS is the graph's own (postprocess.detector_does_all): nothing to add
@@ -98,10 +101,13 @@ class OnnxDetector:
     def __call__(self, image) -> dict:
         """``image``: ``[3, H, W]`` float32 in 0..1 (numpy or torch)."""
         array = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
-        boxes, labels, scores = self.session.run(None, {self.input_name: array})
+        boxes, labels, scores = self.session.run(list(OUTPUTS), {self.input_name: array})
         boxes, labels = boxes.reshape(-1, 4), labels.astype(np.int64)
+        if self._raw:
+            return {"boxes": boxes, "labels": labels, "scores": scores}
         if self._apply:
             from detflow.postprocess import apply_postprocess  # torch: only when needed
 
             return apply_postprocess(boxes, scores, labels, config=self.postprocess)
-        return {"boxes": boxes, "labels": labels, "scores": scores}
+        keep = labels > 0  # 0 is background; one-stage heads score it too (as apply_postprocess)
+        return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from detflow import manifest
 from detflow.errors import ConfigError, DataError, require_choice
+from detflow.faults import maybe_kill
 from detflow.files import atomic_dir
 
 SPLITS = ("train", "val", "test")
@@ -144,6 +145,7 @@ def split_dataset(
         for name in SPLITS:
             parts[name] = manifest.subset(dataset, members[name])
             manifest.save_dataset(parts[name], tmp / f"{name}.json", image_dir=images)
+            maybe_kill("split.output")
     return {**_report(dataset, parts, ratios, mode), "unlabelled_held_out": len(unlabelled)}
 
 

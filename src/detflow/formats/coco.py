@@ -94,6 +94,7 @@ def _read_one(json_path, root, base, index, scan, classes, pattern, used, max_pi
         raise DataError(f"{json_path}: not a COCO instances file (images/annotations/categories)")
     category = _categories(data)
     boxes_of = _group_boxes(data, rel_json, category, classes, scan)
+    seen_ids = set()
     for record in data["images"]:
         where = f"{rel_json}#image{record.get('id') if isinstance(record, dict) else '?'}"
         name = record.get("file_name") if isinstance(record, dict) else None
@@ -101,6 +102,13 @@ def _read_one(json_path, root, base, index, scan, classes, pattern, used, max_pi
             scan.drop(where, "image", "bad_record", "image record without file_name")
             continue
         path = index.find(name, base=base, near=json_path)
+        if _key(record.get("id")) and record["id"] in seen_ids:
+            detail = f"id {record['id']!r} is used by an earlier image; its boxes went to that one"
+            scan.drop(where, "image", "duplicate_id", detail)
+            if path is not None:  # accounted for by this record: not an unannotated image too
+                used.add(path)
+            continue
+        seen_ids.add(record.get("id"))
         if path is None:
             scan.drop(where, "image", "missing_image", f"{name!r} not found")
             continue

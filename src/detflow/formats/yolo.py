@@ -66,7 +66,10 @@ def _class_names(root: Path, names) -> list[str]:
     try:
         meta = yaml.safe_load(data_yaml.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise DataError(f"{data_yaml}: not valid YAML ({exc}); fix it or set data.names") from exc
+        problem = " ".join(str(exc).split())  # PyYAML's message spans lines: one line here
+        raise DataError(
+            f"{data_yaml}: not valid YAML ({problem}); fix it or set data.names"
+        ) from exc
     found = meta.get("names") if isinstance(meta, dict) else None
     if isinstance(found, dict):
         found = [found[k] for k in sorted(found)]
