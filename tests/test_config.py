@@ -15,7 +15,7 @@ from detflow.errors import DetflowError
 from detflow.models import build_model
 from detflow.optimize import VARIANTS
 from detflow.postprocess import model_kwargs
-from detflow.quantize import CALIBRATION_METHODS, QUANTIZED_OPS
+from detflow.quantize import CALIBRATION_METHODS, STATIC_OPS
 
 from conftest import REPO, run
 
@@ -118,7 +118,7 @@ def test_every_optimize_option_names_known_variants(option):
     assert set(cfg["variants"]) <= set(VARIANTS)
     assert "ort_fp32" in cfg["variants"]  # the accuracy budget's reference
     assert cfg["calibration_method"] in CALIBRATION_METHODS
-    assert set(cfg["quantize_op_types"]) <= set(QUANTIZED_OPS)
+    assert set(cfg["quantize_op_types"]) <= set(STATIC_OPS)
     assert isinstance(cfg["max_map_drop"], float) and cfg["calibration_images"] > 0
 
 

@@ -64,6 +64,7 @@ def _params(data: dict) -> dict:
 def queued_grid(exp_repo) -> dict[str, dict]:
     """`dvc exp run --queue` of a 2-point grid (train.lr), then `dvc queue start`; the
     finished experiments by name."""
+
     def shown() -> dict[str, dict]:
         return experiments(json.loads(dvc(exp_repo, "exp", "show", "--json").stdout))
 

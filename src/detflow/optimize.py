@@ -25,7 +25,7 @@ from detflow.errors import ConfigError, DetflowError, require_choice
 from detflow.faults import maybe_kill
 from detflow.files import atomic_dir, atomic_file
 from detflow.quantize import (
-    QUANTIZED_OPS,
+    STATIC_OPS,
     build_fp16,
     build_int8_dynamic,
     build_int8_static,
@@ -105,7 +105,7 @@ def build_variants(
     calibration_method: str = "minmax",
     per_channel: bool = False,
     reduce_range: bool = False,
-    quantize_op_types: list[str] = QUANTIZED_OPS,
+    quantize_op_types: list[str] = STATIC_OPS,
     exclude_nodes: list[str] = (),
 ) -> list[Variant]:
     """Build each named variant into ``out_dir/<name>.onnx``, in the order given; the folder
