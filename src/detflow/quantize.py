@@ -31,7 +31,7 @@ from detflow.files import atomic_file
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")  # ops with weights: dynamic INT8 and fp16 change these
 # Static INT8 may also quantize the activations flowing between them, so that consecutive ops
 # stay in INT8 instead of a DequantizeLinear/QuantizeLinear pair around each Conv (measured on
-# the default model: 1.26x ort_fp32 and -1.2 mAP50-95 points vs 1.05x and -2.4 with
+# the default model: 1.25x ort_fp32 and -2.2 mAP50-95 points vs 1.05x and -2.4 with
 # QUANTIZED_OPS only; docs/benchmarks.md).
 STATIC_OPS = (
     *QUANTIZED_OPS,
