@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run
+from conftest import REPO, run
 from repo_helpers import dvc, train_sweep
 
 pytestmark = pytest.mark.slow
@@ -91,6 +91,19 @@ def test_exp_show_lists_both_queued_experiments_with_their_params_and_metrics(qu
         losses.add(train["train_loss"])
     assert lrs == GRID_LRS
     assert len(losses) == 2  # each experiment's own result, not a copy of the other's
+
+
+def test_the_readme_exp_show_lines_keep_the_key_columns(exp_repo, queued_grid):
+    """The README's `--drop/--keep` and `--sort-by` lines, as written there."""
+    readme = (REPO / "README.md").read_text().splitlines()
+    keep = next(line for line in readme if line.startswith("dvc exp show --drop"))
+    args = shlex.split(keep.split("#")[0])[1:]
+    header = dvc(exp_repo, *args, "--csv").stdout.splitlines()[0].split(",")
+    assert {"model.name", "train.lr", "train.epochs", "map50", "map50_95", "f1"} <= set(header)
+    assert len(header) < 15, header  # not the ~300 default columns
+    sort = next(line for line in readme if line.startswith("dvc exp show --sort-by"))
+    table = dvc(exp_repo, *shlex.split(sort.split("#")[0])[1:]).stdout
+    assert all(name in table for name in queued_grid)
 
 
 def test_exp_diff_plots_diff_and_branch_compare_and_keep_a_winner(exp_repo, queued_grid, tmp_path):
