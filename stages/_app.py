@@ -14,32 +14,21 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from detflow.config_safety import check_targets
 from detflow.errors import DetflowError
-from detflow.sweep import write_job_result
+
+from _sweep import share_stage_helpers, sweep_result
 
 log = logging.getLogger("detflow")
 PARAMS_CONFIG = "params"  # the --config-name DVC passes: params.yaml is the whole config
-STAGES_DIR = Path(__file__).resolve().parent
-
-
-def share_stage_helpers() -> None:
-    """Put stages/ on PYTHONPATH, so that launchers starting fresh interpreters (joblib's
-    workers, submitit jobs here or on SLURM nodes) can unpickle a task that uses _app and
-    _sweep, as the stage script itself can (its folder is its sys.path[0])."""
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if str(STAGES_DIR) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STAGES_DIR), *paths]))
 
 
 def output_root() -> Path:
@@ -48,25 +37,6 @@ def output_root() -> Path:
     if hydra_cfg.job.config_name == PARAMS_CONFIG:
         return Path(".")
     return Path(hydra_cfg.runtime.output_dir)
-
-
-def sweep_result(summary: dict, objective: str | None):
-    """In a sweep, record this job's result in its folder (rank 0 only) and return what the
-    sweeper gets: the objective's value, or the summary when the stage has none. Otherwise
-    return the summary."""
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return summary
-    if int(os.environ.get("RANK", "0")) == 0:
-        record = write_job_result(
-            job_dir=output_root(),
-            job=hydra_cfg.job.num,
-            overrides=list(hydra_cfg.overrides.task),
-            summary=summary,
-            objective=objective,
-        )
-        return summary if objective is None else record["value"]
-    return summary if objective is None else float(summary[objective])
 
 
 def stage(run=None, *, objective: str | None = None):
@@ -84,7 +54,7 @@ def stage(run=None, *, objective: str | None = None):
             config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
             check_targets(config)  # no _target_ outside detflow, torchvision, albumentations
             summary = run(config, output_root())
-            result = sweep_result(summary, objective)
+            result = sweep_result(summary, objective, job_dir=output_root())
         except MissingMandatoryValue as exc:
             message = f"config key {exc.full_key} is required; set {exc.full_key}=VALUE"
         except DetflowError as exc:

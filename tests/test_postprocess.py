@@ -12,16 +12,9 @@ from detflow.inference import predict
 from detflow.models import build_model
 from detflow.postprocess import CANDIDATES, apply_postprocess, check_postprocess, model_kwargs
 
-from export_helpers import TINY_EXPORT
+from export_helpers import POSTPROCESS_DEFAULT, TINY_EXPORT
 
-BASE = {
-    "score_threshold": 0.05,
-    "nms": "class_aware",
-    "nms_iou": 0.5,
-    "soft_nms": "none",
-    "soft_nms_sigma": 0.5,
-    "max_detections": 100,
-}
+BASE = POSTPROCESS_DEFAULT
 
 
 def _config(**changes) -> dict:

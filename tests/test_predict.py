@@ -24,25 +24,11 @@ from detflow.models import build_model
 from detflow.predict import default_out_dir, image_input, predict_source
 from detflow.sources import open_source
 
-from export_helpers import TINY_EXPORT
+from export_helpers import POSTPROCESS_DEFAULT, TINY_EXPORT
 
 POSTPROCESS = {
-    "default": {
-        "score_threshold": 0.05,
-        "nms": "class_aware",
-        "nms_iou": 0.5,
-        "soft_nms": "none",
-        "soft_nms_sigma": 0.5,
-        "max_detections": 100,
-    },
-    "agnostic_soft": {
-        "score_threshold": 0.05,
-        "nms": "class_agnostic",
-        "nms_iou": 0.5,
-        "soft_nms": "gaussian",
-        "soft_nms_sigma": 0.5,
-        "max_detections": 100,
-    },
+    "default": POSTPROCESS_DEFAULT,
+    "agnostic_soft": {**POSTPROCESS_DEFAULT, "nms": "class_agnostic", "soft_nms": "gaussian"},
 }
 
 

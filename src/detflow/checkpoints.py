@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from detflow.errors import DetflowError
+from detflow.errors import DetflowError, first_line
 from detflow.files import atomic_file
 from detflow.models import build_model, is_pretrained
 from detflow.postprocess import model_kwargs
@@ -38,18 +38,12 @@ def read_checkpoint(path: str | Path, *, device="cpu") -> dict:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # a truncated or foreign file: torch raises many kinds
         raise DetflowError(
-            f"{path}: not a loadable checkpoint ({_first_line(exc)}); only tensors and plain "
+            f"{path}: not a loadable checkpoint ({first_line(exc)}); only tensors and plain "
             "values are loaded (weights_only=True), never pickled objects; re-run train"
         ) from exc
     if not isinstance(state, dict) or state.get("schema") != SCHEMA:
         raise DetflowError(f"{path}: not a detflow checkpoint ({SCHEMA})")
     return state
-
-
-def _first_line(exc: Exception, limit: int = 160) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def load_checkpoint(path: str | Path, *, postprocess: dict | None = None, device="cpu"):

@@ -13,6 +13,14 @@ class DataError(DetflowError):
     """An input file or dataset cannot be used as it is."""
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first non-empty line of ``exc``'s message (its type name when it has none), cut to
+    ``limit`` characters: a library's multi-line message inside a one-line error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def require_choice(key: str, value, allowed) -> None:
     """Raise ConfigError naming ``key`` and the allowed values unless ``value`` is one of them."""
     if value not in allowed:

@@ -27,7 +27,7 @@ from torchvision.models import MobileNet_V2_Weights, WeightsEnum
 
 from detflow import mobilenet
 from detflow.backbone import freeze_batchnorm, set_trainable_stages, trunk
-from detflow.errors import ConfigError, require_choice, require_positive
+from detflow.errors import ConfigError, first_line, require_choice, require_positive
 from detflow.heads import class_count, replace_class_head
 
 CUSTOM_MODELS = {
@@ -214,7 +214,7 @@ def _load_source(model: nn.Module, state: dict, path: str) -> None:
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as exc:
-        detail = str(exc).splitlines()[0]
+        detail = first_line(exc)
         raise ConfigError(f"model.weights={path}: its weights do not fit ({detail})") from exc
 
 
