@@ -32,7 +32,7 @@ class TrainOptions:
     grad_clip_norm: float | None = 10.0
     accumulate: int = 1
     amp: str = "none"
-    channels_last: bool = False
+    channels_last: bool = True
     unfreeze: dict[int, int] | None = None
     early_stopping_patience: int | None = None
     resume: bool = False
