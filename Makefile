@@ -13,7 +13,7 @@ help:
 	@echo "make repro   create $(VENV), install pinned deps, fetch offline weights, run dvc repro"
 	@echo "make test    install dev extras if missing, run the whole test suite"
 	@echo "make params  regenerate params.yaml from conf/ (as dvc exp run does)"
-	@echo "make lint    ruff check + format check;  make lock  re-pin constraints.txt"
+	@echo "make lint    ruff check + format check + import contracts;  make lock  re-pin constraints.txt"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src stages tests bench
 	$(BIN)/ruff format --check src stages tests bench
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format src stages tests bench

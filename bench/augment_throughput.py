@@ -3,7 +3,7 @@
 On the same train split and the same albumentations transforms (conf/augment/<config>.yaml),
 times, one after the other in one run:
   loop     - a plain single-process loop: load, transform, save PNG, per augmented copy
-  detflow  - detflow.augment.augment_dataset with workers=0 (all cores), originals copied too
+  detflow  - detflow.data.augment.augment_dataset with workers=0 (all cores), originals copied too
 and prints images/s (augmented copies per second) and the ratio detflow/loop.
 
 The train split is data/split/train.json when present (the bundled dataset after
@@ -24,11 +24,17 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from detflow import manifest
-from detflow.augment import PNG_COMPRESS_LEVEL, augment_dataset, build_pipeline, item_seed
-from detflow.boxes import xywh_to_xyxy
-from detflow.collect import collect_dataset
-from detflow.images import load_rgb
+from detflow.core.boxes import xywh_to_xyxy
+from detflow.core.images import load_rgb
+from detflow.data import manifest
+from detflow.data.augment import (
+    PNG_COMPRESS_LEVEL,
+    AugmentOptions,
+    augment_dataset,
+    build_pipeline,
+    item_seed,
+)
+from detflow.data.collect import CollectOptions, collect_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +70,8 @@ def _train_split(work: Path) -> Path:
     if bundled.exists():
         return bundled
     source = {"format": "synthetic", "num_images": 200, "image_size": 416, "seed": 0}
-    collect_dataset(source={**source, "classes": ["circle", "square"]}, out_dir=work / "raw")
+    options = CollectOptions(source={**source, "classes": ["circle", "square"]})
+    collect_dataset(options=options, out_dir=work / "raw")
     return work / "raw" / "dataset.json"
 
 
@@ -75,6 +82,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     options = yaml.safe_load((REPO / "conf" / "augment" / f"{args.config}.yaml").read_text())
+    # the same copies of every image as the loop: no oversampling, all cores
+    changes = {"copies": args.copies, "balance_ratio": None, "workers": 0}
+    ours_options = AugmentOptions.from_config({**options, **changes}, seed=0)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         train_json = _train_split(work)
@@ -92,14 +102,7 @@ def main() -> None:
             loop = count / (time.perf_counter() - start)
             start = time.perf_counter()
             augment_dataset(
-                train_json=train_json,
-                out_dir=work / f"detflow{run}",
-                transforms=options["transforms"],
-                copies=args.copies,
-                min_visibility=options["min_visibility"],
-                min_area=options["min_area"],
-                seed=0,
-                workers=0,
+                train_json=train_json, out_dir=work / f"detflow{run}", options=ours_options
             )
             ours = count / (time.perf_counter() - start)
             print(f"| {run} | {loop:.1f} | {ours:.1f} | {ours / loop:.2f}x |")

@@ -3,7 +3,7 @@
 Generates N synthetic images (seeded shapes on textured backgrounds, PNG) into a canonical
 dataset with `collect`, then times, in one process on the same files:
   decode  - PIL open + full decode of every image (the floor any cleaning must pay)
-  clean   - detflow.clean.clean_dataset with the default policy
+  clean   - detflow.data.clean.clean_dataset with the default policy
 and prints the ratio clean/decode for each N, plus the scaling from the smallest N.
 
 Usage: python bench/clean_throughput.py [--sizes 1000 10000] [--image-size 128]
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from detflow import manifest
-from detflow.clean import clean_dataset
-from detflow.collect import collect_dataset
+from detflow.data import manifest
+from detflow.data.clean import clean_dataset
+from detflow.data.collect import CollectOptions, collect_dataset
 
 
 def _decode_all(dataset_json: Path) -> float:
@@ -46,16 +46,14 @@ def main() -> None:
     for count in args.sizes:
         with tempfile.TemporaryDirectory() as work:
             work = Path(work)
-            collect_dataset(
-                source={
-                    "format": "synthetic",
-                    "num_images": count,
-                    "image_size": args.image_size,
-                    "classes": ["circle", "square", "triangle"],
-                    "seed": 0,
-                },
-                out_dir=work / "raw",
-            )
+            source = {
+                "format": "synthetic",
+                "num_images": count,
+                "image_size": args.image_size,
+                "classes": ["circle", "square", "triangle"],
+                "seed": 0,
+            }
+            collect_dataset(options=CollectOptions(source=source), out_dir=work / "raw")
             raw = work / "raw" / "dataset.json"
             _decode_all(raw)  # warm the page cache: both timings read from memory
             decode = _decode_all(raw)

@@ -23,13 +23,14 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from detflow import manifest
-from detflow.checkpoints import load_checkpoint
-from detflow.datasets import DetectionDataset
-from detflow.engine import train_detector
-from detflow.errors import DetflowError
-from detflow.inference import evaluate_model
-from detflow.train_options import TrainOptions
+from detflow.core.errors import DetflowError
+from detflow.data import manifest
+from detflow.data.torch_dataset import DetectionDataset
+from detflow.evaluate.inference import evaluate_model
+from detflow.model.postprocess_config import PostprocessOptions
+from detflow.model.restore import load_checkpoint
+from detflow.train.loop import train_detector
+from detflow.train.options import TrainOptions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,20 +73,21 @@ def weights_label(model: dict) -> str:
 def row(name: str, args, files: dict[str, Path], work: Path) -> str:
     cfg = config([f"model={name}", f"train.epochs={args.epochs}", *args.overrides])
     train = {**cfg["train"], "device": "cpu", "threads": args.threads, "resume": False}
+    postprocess = PostprocessOptions.from_config(cfg["postprocess"])
     rates: list[float] = []
     best = train_detector(
         model_config=cfg["model"],
-        postprocess=cfg["postprocess"],
+        postprocess=postprocess,
         train_json=files["train"],
         val_json=files["val"],
         out_dir=work / name,
-        options=TrainOptions.from_config(train=train),
+        options=TrainOptions.from_config(train),
         config=cfg,
         on_epoch_end=lambda epoch, metrics: rates.append(metrics["train_images_per_s"]),
     )
-    model, _ = load_checkpoint(work / name / "best.pt", postprocess=cfg["postprocess"])
+    model, _ = load_checkpoint(work / name / "best.pt", postprocess=postprocess)
     test = evaluate_model(
-        model, DetectionDataset(files["test"]), postprocess=cfg["postprocess"], device="cpu"
+        model, DetectionDataset(files["test"]), postprocess=postprocess, device="cpu"
     )
     rate = statistics.median(rates[1:] or rates)
     return (

@@ -22,21 +22,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detflow.checkpoints import load_checkpoint
-from detflow.datasets import DetectionDataset
-from detflow.inference import predict
-from detflow.metrics import evaluate_predictor
-from detflow.runtime import OnnxDetector
+from detflow.data.torch_dataset import DetectionDataset
+from detflow.deploy.onnx_detector import OnnxDetector
+from detflow.evaluate.inference import detect_images
+from detflow.evaluate.metrics import evaluate_predictor
+from detflow.model.checkpoint_file import stored_postprocess
+from detflow.model.restore import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def runners(checkpoint: Path, variant_dir: Path, variants: list[str], threads: int) -> dict:
     model, state = load_checkpoint(checkpoint)
-    postprocess = state["postprocess"]
+    postprocess = stored_postprocess(state)
 
     def pytorch(image: torch.Tensor) -> dict:
-        out = predict(model, [image], postprocess=postprocess)[0]
+        out = detect_images(model, [image], postprocess=postprocess)[0]
         return {k: v.numpy() for k, v in out.items()}
 
     found = {"pytorch": pytorch}

@@ -39,12 +39,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from detflow import manifest, rng
-from detflow.datasets import DetectionDataset, collate
-from detflow.engine import train_detector
-from detflow.models import build_model
-from detflow.postprocess import model_kwargs
-from detflow.train_options import TrainOptions
+from detflow.core import seeding as rng
+from detflow.data import manifest
+from detflow.data.torch_dataset import DetectionDataset, collate
+from detflow.model.build import build_model
+from detflow.model.postprocess import model_kwargs
+from detflow.model.postprocess_config import PostprocessOptions
+from detflow.train.loop import train_detector
+from detflow.train.options import TrainOptions
 
 REPO = Path(__file__).resolve().parents[1]
 # The tutorial's optimizer settings, at a constant learning rate (overridable).
@@ -80,7 +82,7 @@ def detflow_rate(
     epochs: list[dict] = []
     train_detector(
         model_config=cfg["model"],
-        postprocess=cfg["postprocess"],
+        postprocess=PostprocessOptions.from_config(cfg["postprocess"]),
         train_json=train_json,
         val_json=val_json,
         out_dir=work / "detflow",
@@ -99,7 +101,9 @@ def tutorial_rate(
     rng.seed_everything(options.seed)
     dataset = DetectionDataset(train_json)
     model = build_model(
-        **cfg["model"], num_classes=len(dataset.class_names), **model_kwargs(cfg["postprocess"])
+        **cfg["model"],
+        num_classes=len(dataset.class_names),
+        **model_kwargs(PostprocessOptions.from_config(cfg["postprocess"])),
     ).to(device)
     # Shuffled by a generator seeded as detflow's loader is, so both see the same batches in
     # the same order: the only difference left is the loop.
@@ -149,7 +153,7 @@ def main() -> None:
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     train = {**cfg["train"], "epochs": args.epochs, "threads": threads, "device": args.device}
-    options = TrainOptions.from_config(train=train)
+    options = TrainOptions.from_config(train)
     print(
         f"machine: {os.cpu_count()} cores, {threads} threads, device {args.device}; "
         f"model {cfg['model']['name']} at {cfg['model']['min_size']} px; batch "

@@ -4,9 +4,9 @@ DVC runs a stage as ``python stages/<stage>.py --config-dir . --config-name para
 (dvc.yaml), so it uses exactly params.yaml and writes the DVC-tracked outputs. Run by hand
 (``python stages/train.py train.lr=0.02``, or ``-m`` to sweep) a stage composes conf/, reads
 its inputs from the workspace and writes under Hydra's run or sweep folder instead. In a
-sweep each job also writes its overrides and summary (detflow.sweep) for the summary table
-that stages/_sweep.py writes at the end, and returns the stage's objective (if it has one)
-to the sweeper (Optuna maximizes it).
+sweep each job also writes its overrides and summary (detflow.pipeline.sweep_summary) for
+the summary table that stages/_sweep.py writes at the end, and returns the stage's
+objective (if it has one) to the sweeper (Optuna maximizes it).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from detflow.config_safety import check_targets
-from detflow.errors import DetflowError
+from detflow.core.errors import DetflowError
+from detflow.pipeline.config_safety import check_targets
 
 from _sweep import share_stage_helpers, sweep_result
 

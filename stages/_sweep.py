@@ -17,8 +17,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from detflow.errors import DetflowError
-from detflow.sweep import summarize_sweep, write_job_result
+from detflow.core.errors import DetflowError
+from detflow.pipeline.sweep_summary import summarize_sweep, write_job_result
 
 log = logging.getLogger("detflow")
 STAGES_DIR = Path(__file__).resolve().parent

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from detflow.clean import CleanPolicy, clean_dataset
-from detflow.files import write_bytes, write_json
+from detflow.core.files import write_bytes, write_json
+from detflow.data.clean import CleanPolicy, clean_dataset
 
 from _app import log, stage
 
@@ -11,11 +11,9 @@ from _app import log, stage
 @stage
 def main(cfg: dict, root: Path) -> dict:
     paths, reports = cfg["paths"], root / cfg["paths"]["reports"]
+    policy = CleanPolicy.from_config(cfg["clean"], max_pixels=cfg["limits"]["max_pixels"])
     report = clean_dataset(
-        in_json=Path(paths["raw"]) / "dataset.json",
-        out_dir=root / paths["clean"],
-        policy=CleanPolicy.from_config(cfg["clean"]),
-        max_pixels=cfg["limits"]["max_pixels"],
+        in_json=Path(paths["raw"]) / "dataset.json", out_dir=root / paths["clean"], policy=policy
     )
     write_json(reports / "clean.json", report)
     rows = "".join(f"{name},{count}\n" for name, count in report["class_counts"].items())

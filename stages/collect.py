@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from detflow.collect import collect_dataset
-from detflow.files import write_json
+from detflow.core.files import write_json
+from detflow.data.collect import CollectOptions, collect_dataset
 
 from _app import stage
 
@@ -11,9 +11,8 @@ from _app import stage
 @stage
 def main(cfg: dict, root: Path) -> dict:
     paths = cfg["paths"]
-    report = collect_dataset(
-        source=cfg["data"], out_dir=root / paths["raw"], max_pixels=cfg["limits"]["max_pixels"]
-    )
+    options = CollectOptions.from_config(cfg["data"], max_pixels=cfg["limits"]["max_pixels"])
+    report = collect_dataset(options=options, out_dir=root / paths["raw"])
     write_json(root / paths["reports"] / "collect.json", report)
     return {
         k: report[k]

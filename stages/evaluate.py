@@ -3,34 +3,27 @@ checkpoint on the test split, post-processed by the shared ``postprocess.*``."""
 
 from pathlib import Path
 
-from detflow.checkpoints import check_classes, load_checkpoint
-from detflow.datasets import DetectionDataset
-from detflow.inference import evaluate
-from detflow.plots import write_evaluation
+from detflow.data.torch_dataset import DetectionDataset
+from detflow.evaluate.inference import EvaluateOptions, evaluate
+from detflow.evaluate.report import write_evaluation
+from detflow.model.checkpoint_file import check_classes
+from detflow.model.postprocess_config import PostprocessOptions
+from detflow.model.restore import load_checkpoint
 
 from _app import stage
 
 
 @stage
 def main(cfg: dict, root: Path) -> dict:
-    paths, options, postprocess = cfg["paths"], cfg["evaluate"], cfg["postprocess"]
+    paths = cfg["paths"]
+    options = EvaluateOptions.from_config(cfg["evaluate"])
+    postprocess = PostprocessOptions.from_config(cfg["postprocess"])
     model, state = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=postprocess)
     test = DetectionDataset(Path(paths["split"]) / "test.json")
     check_classes(state["class_names"], test.class_names, where=test.json_path)
-    evaluation = evaluate(
-        model,
-        test,
-        postprocess=postprocess,
-        score_threshold=options["score_threshold"],
-        iou=options["iou"],
-    )
+    evaluation = evaluate(model, test, postprocess=postprocess, options=options)
     write_evaluation(
-        evaluation,
-        root / paths["reports"] / "evaluate",
-        dataset=test,
-        score_threshold=options["score_threshold"],
-        preview_images=options["preview_images"],
-        preview_columns=options["preview_columns"],
+        evaluation, root / paths["reports"] / "evaluate", dataset=test, options=options
     )
     metrics = evaluation.metrics
     keys = ("map50_95", "map50", "precision", "recall", "f1", "latency_ms_p50")

@@ -2,20 +2,23 @@
 
 from pathlib import Path
 
-from detflow.checkpoints import load_checkpoint
-from detflow.datasets import DetectionDataset
-from detflow.export import export_verified, parity_image_count
-from detflow.files import write_json
+from detflow.core.files import write_json
+from detflow.data.torch_dataset import DetectionDataset
+from detflow.deploy.export import ExportOptions, export_verified, parity_count
+from detflow.model.postprocess_config import PostprocessOptions
+from detflow.model.restore import load_checkpoint
 
 from _app import stage
 
 
 @stage
 def main(cfg: dict, root: Path) -> dict:
-    paths, options = cfg["paths"], cfg["export"]
-    model, state = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=cfg["postprocess"])
+    paths = cfg["paths"]
+    options = ExportOptions.from_config(cfg["export"])
+    postprocess = PostprocessOptions.from_config(cfg["postprocess"])
+    model, state = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=postprocess)
     test = DetectionDataset(Path(paths["split"]) / "test.json")
-    count = parity_image_count(options["parity_images"], len(test))
+    count = parity_count(options, len(test))
     (root / paths["export"]).mkdir(parents=True, exist_ok=True)
     report = export_verified(
         model=model,
@@ -24,11 +27,8 @@ def main(cfg: dict, root: Path) -> dict:
         names=[test.images[i]["source"] for i in range(count)],
         class_names=state["class_names"],
         config=state["config"],
-        opset=options["opset"],
-        max_box_error_px=options["max_box_error_px"],
-        max_score_error=options["max_score_error"],
-        postprocess=cfg["postprocess"],
-        simplify=options["simplify"],
+        options=options,
+        postprocess=postprocess,
     )
     write_json(root / paths["reports"] / "export.json", report)
     return report

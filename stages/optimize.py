@@ -3,40 +3,30 @@ within the accuracy budget is deployed with its model card."""
 
 from pathlib import Path
 
-from detflow.benchmark import (
-    apply_budget,
-    benchmark,
+from detflow.core.files import write_json
+from detflow.data.torch_dataset import DetectionDataset
+from detflow.deploy.benchmark import (
+    build_and_benchmark,
     fastest_accepted,
     latency_points,
     markdown_table,
 )
-from detflow.datasets import DetectionDataset
-from detflow.deploy import deploy, source_commit
-from detflow.files import write_json
-from detflow.optimize import build_variants
-from detflow.quantize import calibration_images
+from detflow.deploy.publish import deploy, source_commit
+from detflow.deploy.variants import OptimizeOptions
 
 from _app import log, stage
 
 
 @stage
 def main(cfg: dict, root: Path) -> dict:
-    paths, options = cfg["paths"], cfg["optimize"]
-    val = DetectionDataset(Path(paths["split"]) / "val.json")
-    variants = build_variants(
+    paths = cfg["paths"]
+    variants, table = build_and_benchmark(
         onnx_path=Path(paths["export"]) / "model.onnx",
         out_dir=root / paths["optimized"],
-        variants=options["variants"],
-        calibration=calibration_images(val, options["calibration_images"]),
-        calibration_method=options["calibration_method"],
-        per_channel=options["per_channel"],
-        reduce_range=options["reduce_range"],
-        quantize_op_types=options["quantize_op_types"],
-        exclude_nodes=options["exclude_nodes"],
+        val=DetectionDataset(Path(paths["split"]) / "val.json"),
+        test=DetectionDataset(Path(paths["split"]) / "test.json"),
+        options=OptimizeOptions.from_config(cfg["optimize"]),
     )
-    test = DetectionDataset(Path(paths["split"]) / "test.json")
-    table = benchmark(variants=variants, dataset=test, warmup_runs=options["warmup_runs"])
-    table = apply_budget(table, max_map_drop=options["max_map_drop"])
     reports = root / paths["reports"] / "optimize"
     write_json(reports / "benchmark.json", table)
     write_json(reports / "latency.json", latency_points(table))

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from dvclive import Live
 
-from detflow.distributed import is_main_process
-from detflow.engine import train_detector
-from detflow.train_options import TrainOptions
+from detflow.model.postprocess_config import PostprocessOptions
+from detflow.train.distributed import is_main_process
+from detflow.train.loop import train_detector
+from detflow.train.options import TrainOptions
 
 from _app import stage
 
@@ -17,7 +18,8 @@ from _app import stage
 @stage(objective="val_map50")  # a sweep (Optuna) maximizes the best val mAP50
 def main(cfg: dict, root: Path) -> dict:
     paths = cfg["paths"]
-    options = TrainOptions.from_config(train=cfg["train"])
+    options = TrainOptions.from_config(cfg["train"])
+    postprocess = PostprocessOptions.from_config(cfg["postprocess"])
     live = None
     if is_main_process():
         live = Live(
@@ -36,7 +38,7 @@ def main(cfg: dict, root: Path) -> dict:
     with live or contextlib.nullcontext():
         best = train_detector(
             model_config=cfg["model"],
-            postprocess=cfg["postprocess"],
+            postprocess=postprocess,
             train_json=Path(paths["augmented"]) / "train.json",
             val_json=Path(paths["split"]) / "val.json",
             out_dir=root / paths["train"],

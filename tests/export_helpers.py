@@ -1,6 +1,8 @@
 """Settings the export tests share: two named images, classes cat and dog, opset 17 and the
 default parity tolerances (1 px, 1e-3 score); and the default post-processing config."""
 
+from detflow.deploy.export import ExportOptions
+
 POSTPROCESS_DEFAULT = {  # conf/config.yaml postprocess.*
     "score_threshold": 0.05,
     "nms": "class_aware",
@@ -14,7 +16,5 @@ TINY_EXPORT = {
     "names": ["a", "b"],
     "class_names": ["cat", "dog"],
     "config": {},
-    "opset": 17,
-    "max_box_error_px": 1.0,
-    "max_score_error": 1e-3,
+    "options": ExportOptions(opset=17, max_box_error_px=1.0, max_score_error=1e-3),
 }

