@@ -87,7 +87,7 @@ def test_broken_voc_items_are_listed_and_good_ones_kept(tmp_path):
         ("trunc.jpg", "unannotated_image"),
         ("trunc.xml", "unparseable_xml"),
         ("unannotated.jpg", "unannotated_image"),
-        ("unknown.xml", "unknown_class"),
+        ("unknown.xml", "class_not_selected"),
     ]
     kept = {im.source: [(b.class_name, b.xyxy) for b in im.boxes] for im in scan.images}
     assert kept["JPEGImages/good.jpg"] == [("cat", (1.0, 2.0, 20.0, 25.0)), ("dog", (0, 0, 5, 5))]

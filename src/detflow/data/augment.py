@@ -213,8 +213,10 @@ def _plan_jobs(
 
 
 def _boxes(boxes_of: dict, image: dict) -> tuple[list, list]:
-    """``(xyxy px boxes, category ids)`` of ``image`` from ``annotations_by_image``'s map."""
-    anns = boxes_of.get(image["id"], [])
+    """``(xyxy px boxes, category ids)`` of ``image`` from ``annotations_by_image``'s map;
+    ignored (difficult, crowd) boxes are left out: this split only trains, and training
+    leaves them out."""
+    anns = [a for a in boxes_of.get(image["id"], []) if not manifest.is_ignored(a)]
     return xywh_to_xyxy([a["bbox"] for a in anns]).tolist(), [a["category_id"] for a in anns]
 
 

@@ -5,6 +5,9 @@ layout where each XML has an image beside it or elsewhere under the root).
 ``xyxy`` pixels unchanged (no 1-based shift, so a VOC → canonical → VOC round trip is exact).
 XML is parsed with defusedxml. An XML with no ``<object>`` is a negative; an image with no
 XML is listed as ``unannotated_image`` (VOC cannot tell an unlabelled image from a negative).
+``<difficult>1</difficult>`` objects are kept marked ``difficult`` (see ``data.difficult``);
+``<size>`` is checked against the image file (see
+:func:`detflow.data.formats.common.add_file_image`).
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ def read_voc(
             pattern=pattern,
             max_pixels=max_pixels,
             read_boxes=lambda w, h, tree=tree, rel=rel: _boxes(tree, rel, scan, classes),
+            declared=(tree.findtext("size/width"), tree.findtext("size/height")),
+            where=rel,
         )
     for image in index.files:
         if image not in used:
@@ -83,7 +88,8 @@ def _parse(xml: Path, rel: str, scan: SourceScan) -> Element | None:
     try:
         root = parse(str(xml)).getroot()
     except (ParseError, DefusedXmlException, OSError, UnicodeError) as exc:
-        scan.drop(rel, "label", "unparseable_xml", str(exc))
+        detail = exc.strerror if isinstance(exc, OSError) else str(exc)  # no absolute path
+        scan.drop(rel, "label", "unparseable_xml", detail or type(exc).__name__)
         return None
     if root.tag != "annotation":
         scan.drop(rel, "label", "unparseable_xml", f"root element <{root.tag}>, not <annotation>")
@@ -100,7 +106,7 @@ def _boxes(tree: Element, rel: str, scan: SourceScan, classes: ClassFilter) -> l
             scan.drop(where, "box", "missing_class", "<object> without <name>")
             continue
         if not classes.accept(name):
-            scan.drop(where, "box", "unknown_class", f"class {name!r} not in data.names")
+            scan.drop(where, "box", "class_not_selected", f"class {name!r} not in data.names")
             continue
         box = obj.find("bndbox")
         if box is None:
@@ -115,5 +121,6 @@ def _boxes(tree: Element, rel: str, scan: SourceScan, classes: ClassFilter) -> l
         if not all(math.isfinite(v) for v in xyxy):
             scan.drop(where, "box", "non_finite", str(xyxy))
             continue
-        boxes.append(SourceBox(name, xyxy))
+        difficult = (obj.findtext("difficult") or "0").strip() not in ("0", "", "false")
+        boxes.append(SourceBox(name, xyxy, "difficult" if difficult else None))
     return boxes
