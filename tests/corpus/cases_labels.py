@@ -21,6 +21,7 @@ from corpus.runner import (
     collect,
     collect_then_clean,
     encode,
+    exif_rotated_jpeg,
     noise,
     registry,
     write,
@@ -229,6 +230,29 @@ def _(tmp):
       "incomplete: size_mismatch")  # fmt: skip
 def _(tmp):
     return collect_then_clean(voc_two(tmp, voc_size(48, 64)), tmp, images=2, boxes=2, item="case")
+
+
+@case(
+    "voc-size-of-rotated-view",
+    "collect → clean",
+    "VOC XML: `<size>` 48×64 for a 64×48 JPEG stored sideways (EXIF 6), box on the view",
+    "changed: boxes_to_stored_orientation",
+)
+def _(tmp):
+    root = tmp / "src"
+    write(root / "good.png", encode(noise(1)))
+    write(root / "good.xml", voc_xml("good.png", voc_obj()))
+    write(root / "case.jpg", exif_rotated_jpeg())
+    dims = "<size><width>48</width><height>64</height></size>"
+    write(root / "case.xml", f"<annotation><filename>case.jpg</filename>{dims}"
+          f"{voc_obj(box=(28, 0, 48, 10))}</annotation>")  # fmt: skip
+    source = {"format": "voc", "path": str(root), "names": NAMES}
+    result = collect_then_clean(source, tmp, images=2, boxes=2, item="case")
+    cleaned = manifest.load_dataset(tmp / "clean" / "dataset.json")
+    case_id = next(im["id"] for im in cleaned["images"] if im["source"] == "case.jpg")
+    bbox = next(a["bbox"] for a in cleaned["annotations"] if a["image_id"] == case_id)
+    assert bbox == [28.0, 0.0, 20.0, 10.0]  # where it was drawn, on the upright image
+    return result
 
 
 DIFFICULT = "<object><name>cat</name><difficult>1</difficult><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>20</xmax><ymax>25</ymax></bndbox></object>"  # noqa: E501

@@ -201,7 +201,7 @@ def collect_then_clean(
     ledger.update({f"clean {k}": v for k, v in second.ledger.items()})
     if first.outcome.startswith("incomplete"):
         assert second.outcome == first.outcome, (first.outcome, second.outcome)
-    outcome = first.outcome if second.outcome == "kept" else second.outcome
+    outcome = second.outcome if first.outcome == "kept" else first.outcome
     return Result(outcome, ledger, second.message)
 
 

@@ -28,6 +28,15 @@ def image_size(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
     return image.size
 
 
+def image_header(
+    data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int, int]:
+    """``(width, height, EXIF orientation)`` of the stored image from its header (orientation 1
+    when absent), without decoding pixels; errors as :func:`image_size`."""
+    image = _open(data, name=name, max_pixels=max_pixels)
+    return (*image.size, _orientation(image))
+
+
 def decode_rgb(
     data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, allow_truncated: bool = False
 ) -> Image.Image:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from detflow.core.errors import ConfigError, DataError
 from detflow.data.formats.base import SourceBox, SourceImage, SourceScan
-from detflow.core.images import DEFAULT_MAX_PIXELS, image_size
+from detflow.core.boxes import exif_orient_xyxy
+from detflow.core.images import DEFAULT_MAX_PIXELS, image_header
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SPLIT_NAMES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
@@ -56,15 +57,15 @@ def group_of(path: Path, pattern) -> str:
 
 
 def read_size(path: Path, rel: str, scan: SourceScan, *, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """``(width, height)`` from the image header (pixel limit applied), or None after
-    recording the image as dropped (``missing_image`` / ``unreadable_image``)."""
+    """``(width, height, EXIF orientation)`` from the image header (pixel limit applied), or
+    None after recording the image as dropped (``missing_image`` / ``unreadable_image``)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         scan.drop(rel, "image", "missing_image", exc.strerror or str(exc))
         return None
     try:
-        return image_size(data, name=rel, max_pixels=max_pixels)
+        return image_header(data, name=rel, max_pixels=max_pixels)
     except DataError as exc:
         scan.drop(rel, "image", "unreadable_image", strip_name(exc, rel))
         return None
@@ -91,29 +92,38 @@ def add_file_image(
     The image is *incomplete* (kept, with the reasons) when a drop ``read_boxes`` records
     leaves a real object unlabelled, when ``incomplete`` lists reasons found before (and
     ``changes`` the kinds of changes made before, e.g. by a reader that reads every box
-    first), or when
-    the ``declared`` ``(width, height)`` of its annotation (at ``where``) disagrees with the
-    header in a way a uniform rescale does not explain; a uniform rescale scales the boxes
-    (change ``rescaled_boxes``)."""
+    first), or when the ``declared`` ``(width, height)`` of its annotation (at ``where``)
+    disagrees with the header in a way a uniform rescale does not explain; a uniform rescale scales the boxes
+    (change ``rescaled_boxes``). A declared size that is the EXIF-rotated view's (the image
+    is stored sideways, orientation 5-8) means the boxes were drawn on that view: they are
+    mapped back to the stored pixels (change ``boxes_to_stored_orientation``), which clean
+    then rotates with the pixels."""
     rel = path.relative_to(root).as_posix()
-    size = read_size(path, rel, scan, max_pixels=max_pixels)
-    if size is None:
+    header = read_size(path, rel, scan, max_pixels=max_pixels)
+    if header is None:
         return False
+    size, orientation = header[:2], header[2]
     start, changed = len(scan.dropped), len(scan.changed)
     boxes = read_boxes(*size)
     lost = [*(incomplete or []), *scan.lost_since(start)]
     changes = [*(changes or []), *(c["kind"] for c in scan.changed[changed:])]
+    where = where or rel
+    found = f"image is {size[0]}x{size[1]}"
     scale = declared_scale(declared, size)
-    if scale is None:
-        lost.append(
-            f"{where or rel}: size_mismatch (declared {_size_text(declared)}, "
-            f"image is {size[0]}x{size[1]})"
-        )
+    view = (size[1], size[0])
+    if scale is None and orientation in (5, 6, 7, 8) and declared_scale(declared, view):
+        sx, sy = declared_scale(declared, view)
+        inverse = {6: 8, 8: 6}.get(orientation, orientation)
+        boxes = [to_stored(rescaled(b, (sx, sy)), inverse, view) for b in boxes]
+        detail = f"declared {_size_text(declared)}: the EXIF-rotated view of {found}"
+        scan.change(where, "boxes_to_stored_orientation", detail)
+        changes.append("boxes_to_stored_orientation")
+    elif scale is None:
+        lost.append(f"{where}: size_mismatch (declared {_size_text(declared)}, {found})")
     elif scale != (1.0, 1.0):
         boxes = [rescaled(box, scale) for box in boxes]
         changes.append("rescaled_boxes")
-        detail = f"declared {_size_text(declared)}, image is {size[0]}x{size[1]}"
-        scan.change(where or rel, "rescaled_boxes", detail)
+        scan.change(where, "rescaled_boxes", f"declared {_size_text(declared)}, {found}")
     scan.images.append(
         SourceImage(
             source=rel,
@@ -156,6 +166,13 @@ def rescaled(box: SourceBox, scale: tuple[float, float]) -> SourceBox:
     sx, sy = scale
     x1, y1, x2, y2 = box.xyxy
     return replace(box, xyxy=(x1 * sx, y1 * sy, x2 * sx, y2 * sy))
+
+
+def to_stored(box: SourceBox, inverse: int, view: tuple[int, int]) -> SourceBox:
+    """``box`` drawn on the EXIF-rotated ``view`` (width, height) mapped back to the stored
+    pixels by the ``inverse`` orientation."""
+    xyxy = exif_orient_xyxy([box.xyxy], orientation=inverse, width=view[0], height=view[1])[0]
+    return replace(box, xyxy=tuple(float(v) for v in xyxy))
 
 
 def _size_text(declared) -> str:
