@@ -4,6 +4,7 @@ incomplete images and VOC difficult / COCO crowd boxes."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from pycocotools import mask as mask_utils
 
 from detflow.data import manifest
 
-from corpus.cases_formats import BOX_A, IMG_A, IMG_B, coco, voc_obj, voc_xml
+from corpus.cases_formats import BOX_A, IMG_A, IMG_B, coco, voc_obj, voc_xml, yolo_members
 from corpus.cases_images import yolo
 from corpus.runner import (
     GOOD_LINE,
@@ -307,3 +308,20 @@ for _id, _text, _item, _expected, _given in (
      "width/height columns: 100×48 for a 64×48 file"),
 ):  # fmt: skip
     case(_id, "collect → clean", f"CSV: {_given}", _expected)(csv_two(_text, item=_item, boxes=2))
+
+
+@case("archive-incomplete", "collect", "archive: a YOLO dataset with a bad label line",
+      "incomplete: bad_columns")  # fmt: skip
+def _(tmp):
+    path = tmp / "in.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in yolo_members():
+            archive.writestr(member, data)
+        archive.writestr("ds/images/case.png", encode(noise(2)))
+        archive.writestr("ds/labels/case.txt", "0 0.5\n")
+    source = {"format": "archive", "path": str(path), "contents": {"format": "yolo"}}
+    result = collect(source, tmp / "raw", images=2, boxes=2, item="case")
+    raw = manifest.load_dataset(tmp / "raw" / "dataset.json")
+    reasons = [r for im in raw["images"] for r in im.get("incomplete", [])]
+    assert reasons == ["ds/labels/case.txt:1: bad_columns"]  # named as inside the archive
+    return result
