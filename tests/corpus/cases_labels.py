@@ -120,6 +120,21 @@ def _(tmp):
     return result
 
 
+@case("yolo-names-subset", "collect", "YOLO data.yaml `[cat, dog]`, `data.names=[dog]`, a cat row",
+      "dropped: class_not_selected")  # fmt: skip
+def _(tmp):
+    files = {
+        "images/case.png": encode(noise(2)),
+        "labels/case.txt": f"{GOOD_LINE}\n1 0.5 0.5 0.2 0.2\n",
+    }
+    source = {**yolo(tmp, files), "names": ["dog"]}
+    result = collect(source, tmp / "raw", images=2, boxes=3, item="case")
+    assert result.ledger["images"] == (2, 2, 0, 0)  # on purpose: the image stays complete
+    raw = manifest.load_dataset(tmp / "raw" / "dataset.json")
+    assert manifest.class_names(raw) == ["dog"] and len(raw["annotations"]) == 1
+    return result
+
+
 @case("class-map-null", "collect", "YOLO + `data.class_map={dog: null}` on a dog row",
       "dropped: class_dropped")  # fmt: skip
 def _(tmp):

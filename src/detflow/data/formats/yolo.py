@@ -2,8 +2,9 @@
 
 Coordinates are YOLO ``cxcywh_norm``; the reader returns ``xyxy`` pixels. Accepts a flat
 ``images/`` + ``labels/`` layout or ``{train,valid,val,test}/images`` sub-folders; class
-names come from the argument or the dataset's ``data.yaml`` (a list, or a mapping id →
-name). Segmentation rows (``class x1 y1 … xn yn``, three or more points) become the box of
+names come from the dataset's ``data.yaml`` (a list, or a mapping id → name) or the
+argument: names all listed in data.yaml select those classes (the others are left out on
+purpose, ``class_not_selected``), other names name the ids 0, 1, … Segmentation rows (``class x1 y1 … xn yn``, three or more points) become the box of
 the polygon's extent (change ``polygon_to_box``). Label text may be UTF-8 with or without a
 byte-order mark or UTF-16, with any line ends and runs of blanks. An empty label file is a
 negative; an image without one is incomplete (``no_label``), and two images sharing one
@@ -39,8 +40,8 @@ def read_yolo(
 ) -> SourceScan:
     """Scan a YOLO dataset folder. Malformed lines and unreadable images are dropped, listed."""
     root = require_dir(root, what="YOLO dataset")
-    ids = _class_names(root, names)
-    scan = SourceScan(class_names=list(ids.values()))
+    ids, kept = _class_names(root, names)
+    scan = SourceScan(class_names=kept)
     pattern = compile_group(group_regex)
     images_of: dict[Path, list[Path]] = {}
     for path in image_files(root):
@@ -75,10 +76,29 @@ def read_yolo(
     return scan
 
 
-def _class_names(root: Path, names) -> dict[int, str]:
-    """Class id → name, from ``names`` or data.yaml's ``names`` (a list or a mapping)."""
+def _class_names(root: Path, names) -> tuple[dict[int, str], list[str]]:
+    """(class id → name, the class list to keep, in order). Without ``names``: data.yaml's
+    ``names`` (a list or a mapping), all kept. With ``names`` all found in data.yaml's: a
+    selection (ids keep data.yaml's names; the other classes are left out on purpose, as
+    ``class_not_selected``). Otherwise ``names`` names the ids 0, 1, … in order."""
     if names:
-        return _unique(dict(enumerate(str(n) for n in names)), "data.names")
+        names = [str(n) for n in names]
+        positional = _unique(dict(enumerate(names)), "data.names")
+        if not (root / "data.yaml").exists():
+            return positional, names
+        try:
+            listed = _yaml_names(root)
+        except DataError:
+            return positional, names  # data.names is given: an unreadable data.yaml is unused
+        if set(names) <= set(listed.values()):
+            return listed, names
+        return positional, names
+    ids = _yaml_names(root)
+    return ids, list(ids.values())
+
+
+def _yaml_names(root: Path) -> dict[int, str]:
+    """Class id → name from data.yaml's ``names`` (a list, or a mapping id → name)."""
     data_yaml = root / "data.yaml"
     if not data_yaml.exists():
         raise ConfigError(
@@ -162,6 +182,10 @@ def _read_line(line: str, where: str, scan: SourceScan, ids: dict, *, width, hei
     if class_id not in ids:
         known = f"{min(ids)}..{max(ids)}" if len(ids) == max(ids) - min(ids) + 1 else sorted(ids)
         scan.drop(where, "box", "unknown_class", f"class id {class_id} not in {known}")
+        return None
+    if ids[class_id] not in scan.class_names:
+        detail = f"class {ids[class_id]!r} (id {class_id}) not in data.names"
+        scan.drop(where, "box", "class_not_selected", detail)
         return None
     if polygon:
         xs, ys = values[0::2], values[1::2]
