@@ -231,6 +231,20 @@ def voc_size(width: int, height: int) -> str:
     return f"<annotation><filename>case.png</filename>{dims}{box}</annotation>"
 
 
+@case(
+    "voc-two-xml-one-image",
+    "collect",
+    "VOC XML: `case.xml` and `other.xml` both name `case.png`",
+    "dropped: ambiguous_label",
+)
+def _(tmp):
+    source = voc_two(tmp, voc_xml("case.png", voc_obj()))
+    write(Path(source["path"]) / "other.xml", voc_xml("case.png", voc_obj("dog")))
+    result = collect(source, tmp / "raw", images=2, boxes=1, item="case.png")
+    assert result.ledger["images"] == (2, 1, 1, 0)
+    return result
+
+
 @case("voc-size-rescaled", "collect", "VOC XML: `<size>` 32×24 for a 64×48 file",
       "changed: rescaled_boxes")  # fmt: skip
 def _(tmp):

@@ -4,7 +4,8 @@ layout where each XML has an image beside it or elsewhere under the root).
 ``<bndbox>`` holds ``xmin ymin xmax ymax`` in absolute pixels; the reader returns them as
 ``xyxy`` pixels unchanged (no 1-based shift, so a VOC → canonical → VOC round trip is exact).
 XML is parsed with defusedxml. An XML with no ``<object>`` is a negative; an image with no
-XML is listed as ``unannotated_image`` (VOC cannot tell an unlabelled image from a negative).
+XML is listed as ``unannotated_image`` (VOC cannot tell an unlabelled image from a negative);
+an image that two XML files name (their ``<filename>``) is dropped as ``ambiguous_label``.
 ``<difficult>1</difficult>`` objects are kept marked ``difficult`` (see ``data.difficult``);
 ``<size>`` is checked against the image file (see
 :func:`detflow.data.formats.common.add_file_image`).
@@ -51,6 +52,7 @@ def read_voc(
     pattern = compile_group(group_regex)
     scan = SourceScan(class_names=[])
     used: set[Path] = set()
+    claims: dict[Path, list[tuple[str, Element]]] = {}
     for xml in sorted(xml_root.resolve().rglob("*.xml")):
         rel = xml.relative_to(root).as_posix()
         tree = _parse(xml, rel, scan)
@@ -66,7 +68,14 @@ def read_voc(
                 rel, "label", "missing_image", f"no image named {tree.findtext('filename')!r}"
             )
             continue
+        claims.setdefault(image, []).append((rel, tree))
+    for image, found in claims.items():  # in the order of the first XML naming each image
         used.add(image)
+        if len(found) > 1:
+            detail = f"named by {len(found)} XML files: {', '.join(r for r, _ in found)}"
+            scan.drop(image.relative_to(root).as_posix(), "image", "ambiguous_label", detail)
+            continue
+        ((rel, tree),) = found
         add_file_image(
             scan,
             image,
