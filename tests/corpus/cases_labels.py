@@ -202,6 +202,17 @@ for _id, _ann, _box, _image, _item, _expected, _given in (
     )
 
 
+@case("coco-two-records-one-file", "collect", "COCO: image ids 2 and 3 both name `b.png`",
+      "dropped: ambiguous_label")  # fmt: skip
+def _(tmp):
+    third = {**IMG_B, "id": 3}
+    boxes = [BOX_A, {**BOX_A, "id": 2, "image_id": 2}]
+    source = coco(tmp, [IMG_A, IMG_B, third], boxes)
+    result = collect(source, tmp / "raw", images=3, boxes=2, item="#image2")
+    assert result.ledger["images"] == (3, 1, 2, 0)  # both records dropped, their box too
+    return result
+
+
 @case("coco-crowd-dropped-on-request", "collect", "COCO: iscrowd 1, `data.difficult=drop`",
       "dropped: difficult_dropped")  # fmt: skip
 def _(tmp):

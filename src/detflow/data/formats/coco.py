@@ -3,7 +3,9 @@
 ``bbox`` is COCO ``xywh`` absolute pixels; the reader returns ``xyxy`` pixels. With no
 ``annotations`` key every ``*.json`` under the root that looks like COCO is read (Roboflow's
 ``{train,valid,test}/_annotations.coco.json`` layout; the folder names the split). Images are
-looked up relative to ``images`` (default: the JSON's folder), then by file name. A category
+looked up relative to ``images`` (default: the JSON's folder), then by file name; image
+records with distinct ids naming one file are dropped (``ambiguous_label``, their boxes as
+``missing_image``). A category
 that is only the ``supercategory`` of others and has no boxes (Roboflow's umbrella class) is
 left out. Crowd boxes (``iscrowd: 1``) are kept marked ``crowd`` (evaluation ignores them,
 training leaves them out; ``data.difficult`` in collect). An annotation without a usable
@@ -101,6 +103,7 @@ def _read_one(json_path, root, base, index, scan, classes, pattern, used, max_pi
     category = _categories(data)
     boxes_of, lost_of, changes_of = _group_boxes(data, rel_json, category, classes, scan)
     seen_ids = set()
+    named = _records_per_file(data["images"], index, base, json_path)
     for record in data["images"]:
         where = f"{rel_json}#image{record.get('id') if isinstance(record, dict) else '?'}"
         name = record.get("file_name") if isinstance(record, dict) else None
@@ -119,6 +122,10 @@ def _read_one(json_path, root, base, index, scan, classes, pattern, used, max_pi
             scan.drop(where, "image", "missing_image", f"{name!r} not found")
             continue
         used.add(path)
+        if len(named[path]) > 1:
+            detail = f"its file is named by image ids {', '.join(map(repr, named[path]))}"
+            scan.drop(where, "image", "ambiguous_label", detail)
+            continue
         image_id = record.get("id")
         key = image_id if _key(image_id) else None
         add_file_image(
@@ -136,6 +143,18 @@ def _read_one(json_path, root, base, index, scan, classes, pattern, used, max_pi
     for image_id, boxes in boxes_of.items():
         for _ in boxes:
             scan.drop(f"{rel_json}#image{image_id}", "box", "missing_image", "no usable image")
+
+
+def _records_per_file(records: list, index, base: Path, json_path: Path) -> dict:
+    """Image file → the ids of the records (distinct ids) that name it."""
+    named: dict = {}
+    for record in records:
+        name = record.get("file_name") if isinstance(record, dict) else None
+        path = index.find(name, base=base, near=json_path) if isinstance(name, str) else None
+        ids = named.setdefault(path, [])
+        if record.get("id") not in ids:
+            ids.append(record.get("id"))
+    return named
 
 
 def _key(value) -> bool:
