@@ -20,7 +20,8 @@ def main(cfg: dict, root: Path) -> dict:
     write_bytes(reports / "clean_classes.csv", f"class,boxes\n{rows}".encode())
     for warning in report["warnings"]:
         log.warning("clean: %s", warning)
-    keys = ("images_kept", "images_dropped", "boxes_kept", "boxes_dropped", "groups_merged")
+    keys = ("images_kept", "images_dropped", "images_incomplete_kept", "boxes_kept")
+    keys += ("boxes_dropped", "groups_merged")
     return {k: report[k] for k in keys}
 
 

@@ -16,7 +16,15 @@ def main(cfg: dict, root: Path) -> dict:
     write_json(root / paths["reports"] / "collect.json", report)
     return {
         k: report[k]
-        for k in ("images", "boxes", "negatives", "unlabelled", "dropped_images", "dropped_boxes")
+        for k in (
+            "images",
+            "boxes",
+            "negatives",
+            "unlabelled",
+            "incomplete_images",
+            "dropped_images",
+            "dropped_boxes",
+        )
     }
 
 

@@ -9,14 +9,20 @@ message holds ``<text>``: the file or key, the problem and the fix). Its runner 
 happened and the input accounting: per unit (images, boxes, members), how many went in, how
 many were kept and how many were dropped; kept + dropped must equal the input.
 
-Specs: ``cases_images``, ``cases_formats``, ``cases_config``; runner: ``runner``; the table in
+Specs: ``cases_images``, ``cases_formats``, ``cases_labels`` (label files as tools write
+them, incomplete images, difficult/crowd boxes), ``cases_config``; runner: ``runner``; the table in
 docs/reliability.md: ``doc_table`` (``python tests/corpus/doc_table.py`` rewrites it,
 ``test_corpus`` checks that it is current).
 """
 
-from corpus import cases_config, cases_formats, cases_images
+from corpus import cases_config, cases_formats, cases_images, cases_labels
 from corpus.runner import DOC, Case, Result
 
-CASES = [*cases_images.CASES, *cases_formats.CASES, *cases_config.CASES]  # the table's order
+CASES = [
+    *cases_images.CASES,
+    *cases_formats.CASES,
+    *cases_labels.CASES,
+    *cases_config.CASES,
+]  # the table's order
 
 __all__ = ["CASES", "DOC", "Case", "Result"]

@@ -164,6 +164,9 @@ for _id, _stage, _run, _given, _expected in (
      "error: clean.min_box_px='big' must be a number"),
     ("clean-unknown-key", "clean", clean_config(min_box=2), "`clean.min_box=2` (typo)",
      "error: clean.min_box is not a clean option; allowed:"),
+    ("clean-unknown-incomplete-policy", "clean", clean_config(incomplete_images="fix"),
+     "`clean.incomplete_images=fix`",
+     "error: clean.incomplete_images='fix' is not allowed; use one of: drop, keep"),
     ("augment-unknown-transform", "augment", augment_config(transforms=[{"name": "Explode"}]),
      "transform `Explode`", "error: augment.transforms[0].name='Explode' is not an "
      "albumentations transform"),
@@ -179,6 +182,9 @@ for _id, _stage, _run, _given, _expected in (
      "error: data.format='parquet' is not allowed; use one of: yolo, coco, voc"),
     ("data-unknown-key", "collect", collect_config(num_imgs=3), "`data.num_imgs=3` (typo)",
      "error: data.num_imgs is not a key of format 'synthetic'; allowed keys:"),
+    ("data-unknown-difficult", "collect", collect_config(difficult="hard"),
+     "`data.difficult=hard`",
+     "error: data.difficult='hard' is not allowed; use one of: ignore, keep, drop"),
     ("optimize-unknown-variant", "optimize", optimize_config(["ort_fp32", "int4"]),
      "`optimize.variants=[ort_fp32, int4]`", "error: optimize.variants='int4' is not allowed"),
     ("postprocess-unknown-nms", "evaluate", lambda tmp: config_error(

@@ -54,16 +54,16 @@ def yolo_line(line: str):
 
 
 for _id, _line, _expected, _given in (
-    ("yolo-too-few-columns", "0 0.5 0.5 0.2", "dropped: bad_columns", "4 columns"),
-    ("yolo-too-many-columns", "0 0.5 0.5 0.2 0.2 0.7", "dropped: bad_columns", "6 columns"),
-    ("yolo-nan", "0 nan 0.5 0.2 0.2", "dropped: non_finite", "a NaN coordinate"),
-    ("yolo-infinite", "0 0.5 inf 0.2 0.2", "dropped: non_finite", "an inf coordinate"),
-    ("yolo-non-numeric", "cat 0.5 0.5 0.2 0.2", "dropped: non_numeric", "a class name, not id"),
-    ("yolo-class-beyond-list", "7 0.5 0.5 0.2 0.2", "dropped: unknown_class", "class id 7 of 2"),
-    ("yolo-negative-class", "-1 0.5 0.5 0.2 0.2", "dropped: unknown_class", "class id -1"),
+    ("yolo-too-few-columns", "0 0.5 0.5 0.2", "incomplete: bad_columns", "4 columns"),
+    ("yolo-too-many-columns", "0 0.5 0.5 0.2 0.2 0.7", "incomplete: bad_columns", "6 columns"),
+    ("yolo-nan", "0 nan 0.5 0.2 0.2", "incomplete: non_finite", "a NaN coordinate"),
+    ("yolo-infinite", "0 0.5 inf 0.2 0.2", "incomplete: non_finite", "an inf coordinate"),
+    ("yolo-non-numeric", "cat 0.5 0.5 0.2 0.2", "incomplete: non_numeric", "a class name, not id"),
+    ("yolo-class-beyond-list", "7 0.5 0.5 0.2 0.2", "incomplete: unknown_class", "class id 7 of 2"),
+    ("yolo-negative-class", "-1 0.5 0.5 0.2 0.2", "incomplete: unknown_class", "class id -1"),
     ("yolo-negative-size", "0 0.5 0.5 -0.2 0.2", "dropped: non_positive_size", "width < 0"),
-    ("yolo-coords-above-1", "0 1.6 0.5 0.2 0.2", "dropped: out_of_bounds", "centre x 1.6"),
-    ("yolo-negative-coords", "0 -0.5 0.5 0.2 0.2", "dropped: out_of_bounds", "centre x -0.5"),
+    ("yolo-coords-above-1", "0 1.6 0.5 0.2 0.2", "incomplete: out_of_bounds", "centre x 1.6"),
+    ("yolo-negative-coords", "0 -0.5 0.5 0.2 0.2", "incomplete: out_of_bounds", "centre x -0.5"),
     ("yolo-slightly-over-edge", "0 0.95 0.5 0.2 0.2", "changed: clipped", "3 px past the edge"),
     ("yolo-tiny-box", "0 0.5 0.5 0.01 0.01", "dropped: too_small", "a box under 2 px"),
 ):
@@ -255,7 +255,8 @@ def _(tmp):
 @case("truncated-jpeg-repair", "clean", "truncated JPEG, `clean.broken_images=repair`",
       "changed: repaired")  # fmt: skip
 def _(tmp):
-    source = yolo(tmp, {"images/case.jpg": encode(noise(3, (256, 256)), "JPEG")[:3000]})
+    truncated = encode(noise(3, (256, 256)), "JPEG")[:3000]
+    source = yolo(tmp, {"images/case.jpg": truncated, "labels/case.txt": ""})
     collect(source, tmp / "raw", images=2, boxes=1, item="case")
     return clean(
         tmp / "raw" / "dataset.json", tmp / "clean", "images/case.jpg", broken_images="repair"
@@ -281,7 +282,9 @@ def canonical_box(bbox, category=1):
     def run(tmp: Path) -> Result:
         ds = manifest.new_dataset(class_names=NAMES)
         write(tmp / "raw" / "images" / "a.png", encode(noise(1)))
+        write(tmp / "raw" / "images" / "b.png", encode(noise(2)))  # a negative beside it
         manifest.add_image(ds, file_name="a.png", width=64, height=48, source="a.png", group="a")
+        manifest.add_image(ds, file_name="b.png", width=64, height=48, source="b.png", group="b")
         manifest.add_box(ds, image_id=1, category_id=1, xywh=[5, 5, 20, 20])
         manifest.add_box(ds, image_id=1, category_id=category, xywh=[0, 0, 1, 1])
         ds["annotations"][-1]["bbox"] = bbox
@@ -295,10 +298,10 @@ def canonical_box(bbox, category=1):
 for _id, _bbox, _category, _expected, _given in (
     ("box-duplicate", [5.5, 5, 20, 20], 1, "dropped: duplicate_box", "a same-class twin"),
     ("box-other-class-same-place", [5, 5, 20, 20], 2, "kept", "same place, other class"),
-    ("box-infinite", ["INF", 0, 4, 4], 1, "dropped: non_finite", "x = 1e400 (inf)"),
+    ("box-infinite", ["INF", 0, 4, 4], 1, "incomplete: non_finite", "x = 1e400 (inf)"),
     ("box-zero-width", [10, 10, 0, 8], 1, "dropped: non_positive_size", "zero width"),
-    ("box-non-numeric", ["ten", 10, 5, 5], 1, "dropped: non_numeric", 'x = "ten"'),
-    ("box-unknown-category", [5, 5, 20, 20], 9, "dropped: unknown_class", "category_id 9"),
-    ("box-far-outside", [100, 10, 8, 8], 1, "dropped: out_of_bounds", "x 100 on a 64 px image"),
+    ("box-non-numeric", ["ten", 10, 5, 5], 1, "incomplete: non_numeric", 'x = "ten"'),
+    ("box-unknown-category", [5, 5, 20, 20], 9, "incomplete: unknown_class", "category_id 9"),
+    ("box-far-outside", [100, 10, 8, 8], 1, "incomplete: out_of_bounds", "x 100 on a 64 px image"),
 ):
     case(_id, "clean", f"canonical box: {_given}", _expected)(canonical_box(_bbox, _category))

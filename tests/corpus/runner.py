@@ -27,11 +27,15 @@ GOOD_LINE = "0 0.5 0.5 0.25 0.5"  # YOLO cxcywh_norm: a valid cat box
 
 @dataclass
 class Result:
-    """What a case did: its outcome and ``{unit: (input, kept, dropped)}``."""
+    """What a case did: its outcome and ``{unit: (input, kept, dropped[, incomplete])}``
+    (changed units are kept ones; an incomplete image is kept by collect for clean to judge)."""
 
     outcome: str
-    ledger: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    ledger: dict[str, tuple[int, ...]] = field(default_factory=dict)
     message: str = ""
+
+
+REPORTS: list[tuple[str, dict]] = []  # every stage report the runners produced, in order
 
 
 @dataclass(frozen=True)
@@ -96,19 +100,41 @@ def _error(exc: DetflowError) -> Result:
     return Result(f"error: {exc}", message=str(exc))
 
 
+def reason_code(reason: str) -> str:
+    """``bad_columns`` of an incomplete reason ``"labels/a.txt:1: bad_columns"`` (a detail
+    may follow in parentheses)."""
+    return reason.rsplit(": ", 1)[-1].split(" ", 1)[0]
+
+
 def collect(source: dict, out: Path, *, images: int, boxes: int, item: str, **kw) -> Result:
-    """Run collect; the outcome is the first drop whose path contains ``item`` (else kept)."""
+    """Run collect; the outcome for ``item`` (a substring of a path): ``incomplete: <first
+    reason>`` when an image it names (or whose reasons name it) is incomplete, else the
+    first drop whose path contains it, else the first change, else kept."""
     try:
         report = collect_dataset(options=CollectOptions.from_config(source, **kw), out_dir=out)
     except DetflowError as exc:
         return _error(exc)
+    REPORTS.append(("collect", report))
+    incomplete = [
+        entry
+        for entry in report["incomplete"]
+        if item in entry["source"] or any(item in r for r in entry["reasons"])
+    ]
     drops = [d for d in report["dropped"] if item in d["path"]]
+    changes = [c for c in report["changed"] if item in c["path"]]
+    if incomplete:
+        outcome = f"incomplete: {reason_code(incomplete[0]['reasons'][0])}"
+    elif drops:
+        outcome = f"dropped: {drops[0]['reason']}"
+    else:
+        outcome = f"changed: {changes[0]['kind']}" if changes else "kept"
     dropped = {kind: sum(d["item"] == kind for d in report["dropped"]) for kind in ("image", "box")}
     members = sum(d["item"] == "member" for d in report["dropped"])
+    partial = report["incomplete_images"]
     return Result(
-        f"dropped: {drops[0]['reason']}" if drops else "kept",
+        outcome,
         {
-            "images": (images, report["images"], dropped["image"] + members),
+            "images": (images, report["images"] - partial, dropped["image"] + members, partial),
             "boxes": (boxes, report["boxes"], dropped["box"]),
         },
     )
@@ -121,13 +147,19 @@ def clean(raw_json: Path, out: Path, source: str, **policy) -> Result:
         report = clean_dataset(in_json=raw_json, out_dir=out, policy=CleanPolicy(**policy))
     except DetflowError as exc:
         return _error(exc)
+    REPORTS.append(("clean", report))
     cleaned = manifest.load_dataset(out / "dataset.json")
     for image in cleaned["images"]:  # every kept image is 8-bit RGB of its recorded size
         with Image.open(out / "images" / image["file_name"]) as opened:
             assert opened.mode == "RGB" and opened.size == (image["width"], image["height"])
     drops = [d for d in report["dropped"] if d["source"] == source]
     changes = next((im.get("changes") for im in cleaned["images"] if im["source"] == source), 0)
-    if drops:
+    incomplete = [d for d in drops if d["item"] == "image" and d["reason"] == "incomplete"]
+    kept_incomplete = [e for e in report["incomplete_kept"] if e["source"] == source]
+    if incomplete or kept_incomplete:
+        first = incomplete[0]["detail"] if incomplete else kept_incomplete[0]["reasons"][0]
+        outcome = f"incomplete: {reason_code(first.split('; ')[0])}"
+    elif drops:
         outcome = f"dropped: {drops[0]['reason']}"
     elif changes:
         outcome = f"changed: {changes[0]}"
@@ -135,26 +167,42 @@ def clean(raw_json: Path, out: Path, source: str, **policy) -> Result:
         outcome = "changed: clipped"
     else:
         outcome = "kept"
+    partial = report["images_incomplete_kept"]
     return Result(
         outcome,
         {
-            "images": (report["images_in"], report["images_kept"], report["images_dropped"]),
+            "images": (
+                report["images_in"],
+                report["images_kept"] - partial,
+                report["images_dropped"],
+                partial,
+            ),
             "boxes": (report["boxes_in"], report["boxes_kept"], report["boxes_dropped"]),
         },
     )
 
 
-def collect_then_clean(source: dict, tmp: Path, *, images: int, boxes: int, item: str) -> Result:
-    """The case's outcome after collect and clean; both stages' ledgers are checked."""
+def collect_then_clean(
+    source: dict, tmp: Path, *, images: int, boxes: int, item: str, **policy
+) -> Result:
+    """The case's outcome after collect and clean; both stages' ledgers are checked. An
+    image collect marks incomplete must leave clean as incomplete too (dropped by default)."""
     first = collect(source, tmp / "raw", images=images, boxes=boxes, item=item)
-    if first.outcome != "kept":
+    if first.outcome.startswith(("dropped", "error")):
         return first
     raw = manifest.load_dataset(tmp / "raw" / "dataset.json")
-    name = next(im["source"] for im in raw["images"] if item in im["source"])
-    second = clean(tmp / "raw" / "dataset.json", tmp / "clean", name)
+    name = next(
+        im["source"]
+        for im in raw["images"]
+        if item in im["source"] or any(item in r for r in im.get("incomplete", []))
+    )
+    second = clean(tmp / "raw" / "dataset.json", tmp / "clean", name, **policy)
     ledger = {f"collect {k}": v for k, v in first.ledger.items()}
     ledger.update({f"clean {k}": v for k, v in second.ledger.items()})
-    return Result(second.outcome, ledger, second.message)
+    if first.outcome.startswith("incomplete"):
+        assert second.outcome == first.outcome, (first.outcome, second.outcome)
+    outcome = second.outcome if first.outcome == "kept" else first.outcome
+    return Result(outcome, ledger, second.message)
 
 
 def config_error(run: Callable[[], object]) -> Result:

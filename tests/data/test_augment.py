@@ -142,6 +142,23 @@ def test_boxes_cropped_away_are_dropped_and_counted_per_class(tmp_path):
     assert report["boxes_out"] == 3 + 1
 
 
+def test_ignored_boxes_are_left_out_of_the_training_images_and_counted(tmp_path):
+    pixels = np.zeros((60, 100, 3), dtype=np.uint8)
+    boxes, labels = [[10, 20, 30, 45], [50, 10, 70, 30]], [1, 1]
+    train = _write_dataset(tmp_path / "src", [("a.png", pixels, boxes, labels)], ["x"])
+    dataset = json.loads(train.read_text())
+    dataset["annotations"][1]["ignore"] = "difficult"  # VOC difficult: training leaves it out
+    train.write_text(json.dumps(dataset))
+    flip = [{"name": "HorizontalFlip", "p": 1.0}]
+    report = _augment(train, tmp_path / "out", transforms=flip, copies=1)
+    out = manifest.load_dataset(tmp_path / "out" / "train.json")
+    assert report["boxes_in"] == 2 and report["boxes_ignored_in"] == 1
+    assert sorted(a["bbox"] for a in out["annotations"]) == [
+        [10.0, 20.0, 20.0, 25.0],
+        [70.0, 20.0, 20.0, 25.0],
+    ]
+
+
 def test_val_and_test_are_never_augmented(tmp_path):
     clean = _synthetic(tmp_path / "clean", num_images=40, size=64)
     split_dataset(

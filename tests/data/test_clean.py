@@ -54,9 +54,8 @@ def _dataset_with_problems(root):
 def test_clean_accounts_for_every_image_and_box(tmp_path):
     raw = _dataset_with_problems(tmp_path / "raw")
     before = {p.name: sha256_file(p) for p in (tmp_path / "raw").rglob("*") if p.is_file()}
-    report = clean_dataset(
-        in_json=raw, out_dir=tmp_path / "clean", policy=CleanPolicy(min_box_px=2)
-    )
+    policy = CleanPolicy(min_box_px=2, incomplete_images="keep")  # every box reason, listed
+    report = clean_dataset(in_json=raw, out_dir=tmp_path / "clean", policy=policy)
     after = {p.name: sha256_file(p) for p in (tmp_path / "raw").rglob("*") if p.is_file()}
     assert before == after
     assert report["images_kept"] + report["images_dropped"] == report["images_in"] == 5
@@ -72,6 +71,9 @@ def test_clean_accounts_for_every_image_and_box(tmp_path):
         "unknown_class": 1,
     }
     assert report["boxes_clipped"] == 1
+    assert report["images_incomplete_kept"] == 2  # "one" lost a box out of bounds, "two" two
+    assert [e["source"] for e in report["incomplete_kept"]] == ["one.png", "two.png"]
+    assert any("incomplete images kept" in w for w in report["warnings"])
     clean = manifest.load_dataset(tmp_path / "clean" / "dataset.json")
     assert [a["bbox"] for a in clean["annotations"]] == [[5, 5, 10, 10], [45, 35, 5, 5]]
     for image in clean["images"]:
@@ -93,7 +95,11 @@ def test_raccoon_exact_duplicates_found(shared_datasets, tmp_path):
         options=CollectOptions(source={"format": "yolo", "path": str(source)}),
         out_dir=tmp_path / "raw",
     )
-    report = clean_dataset(in_json=tmp_path / "raw" / "dataset.json", out_dir=tmp_path / "clean")
+    report = clean_dataset(  # no label files: incomplete images, kept for this test
+        in_json=tmp_path / "raw" / "dataset.json",
+        out_dir=tmp_path / "clean",
+        policy=CleanPolicy(incomplete_images="keep"),
+    )
     assert report["images_dropped_by_reason"] == {"exact_duplicate": 4}
     assert report["images_kept"] + report["images_dropped"] == report["images_in"] == 200
 

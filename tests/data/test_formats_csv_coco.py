@@ -61,7 +61,7 @@ def test_broken_csv_rows_are_listed_and_good_ones_kept(tmp_path):
     reasons = sorted((d["path"], d["reason"]) for d in scan.dropped)
     assert reasons == [
         ("boxes.csv:10", "missing_image"),
-        ("boxes.csv:3", "unknown_class"),
+        ("boxes.csv:3", "class_not_selected"),
         ("boxes.csv:4", "non_numeric"),
         ("boxes.csv:5", "missing_class"),
         ("boxes.csv:7", "bad_row"),
@@ -131,10 +131,15 @@ def test_broken_coco_records_are_listed(tmp_path):
         ("images/unlisted.png", "unannotated_image"),
         ("instances.json#annotation2", "unknown_class"),
         ("instances.json#annotation3", "bad_box"),
-        ("instances.json#annotation4", "crowd_box"),
         ("instances.json#annotation6", "non_finite"),
         ("instances.json#image2", "missing_image"),
         ("instances.json#image3", "bad_record"),
         ("instances.json#image7", "missing_image"),
     ]
-    assert _boxes(scan) == {"images/a.png": [("cat", (1.0, 2.0, 4.0, 6.0))]}
+    assert _boxes(scan) == {"images/a.png": [("cat", (1.0, 2.0, 4.0, 6.0))] * 2}
+    assert [b.ignore for b in scan.images[0].boxes] == [None, "crowd"]  # iscrowd: kept, marked
+    assert scan.images[0].incomplete == [
+        "instances.json#annotation2: unknown_class",
+        "instances.json#annotation3: bad_box",
+        "instances.json#annotation6: non_finite",
+    ]

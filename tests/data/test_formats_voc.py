@@ -87,7 +87,7 @@ def test_broken_voc_items_are_listed_and_good_ones_kept(tmp_path):
         ("trunc.jpg", "unannotated_image"),
         ("trunc.xml", "unparseable_xml"),
         ("unannotated.jpg", "unannotated_image"),
-        ("unknown.xml", "unknown_class"),
+        ("unknown.xml", "class_not_selected"),
     ]
     kept = {im.source: [(b.class_name, b.xyxy) for b in im.boxes] for im in scan.images}
     assert kept["JPEGImages/good.jpg"] == [("cat", (1.0, 2.0, 20.0, 25.0)), ("dog", (0, 0, 5, 5))]
@@ -104,3 +104,24 @@ def test_voc_pairs_in_one_folder_and_classes_sorted_without_names(tmp_path):
     scan = read_voc(tmp_path)
     assert scan.class_names == ["ant", "zebra"]
     assert [im.source for im in scan.images] == ["b.jpg"] and scan.dropped == []
+
+
+def test_difficult_objects_survive_a_voc_round_trip(tmp_path):
+    """VOC → canonical (``ignore: difficult``) → VOC writes ``<difficult>1`` back."""
+    from detflow.data.convert import convert_dataset
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.jpg").write_bytes(_jpeg())
+    hard = _obj("cat", (5, 5, 30, 25)).replace("</object>", "<difficult>1</difficult></object>")
+    (source / "a.xml").write_text(_xml("a.jpg", _obj() + hard))
+    collect_dataset(
+        options=CollectOptions(source={"format": "voc", "path": str(source)}),
+        out_dir=tmp_path / "raw",
+    )
+    raw = manifest.load_dataset(tmp_path / "raw" / "dataset.json")
+    assert [a.get("ignore") for a in raw["annotations"]] == [None, "difficult"]
+    convert_dataset(dataset_json=tmp_path / "raw" / "dataset.json", out_dir=tmp_path / "v", to="voc")
+    (xml,) = (tmp_path / "v" / "Annotations").glob("*.xml")
+    scan = read_voc(tmp_path / "v")
+    assert [b.ignore for b in scan.images[0].boxes] == [None, "difficult"], xml.read_text()

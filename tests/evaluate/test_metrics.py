@@ -238,3 +238,43 @@ def _box(rng) -> tuple:
     x, y = rng.uniform(0, 150, 2)
     w, h = rng.uniform(8, 50, 2)
     return (x, y, x + w, y + h)
+
+
+def test_difficult_and_crowd_boxes_are_ignored_as_pycocotools_ignores_crowd_regions(tmp_path):
+    """A VOC difficult box and a COCO crowd box (``ignore`` in the canonical dataset) are
+    neither hits nor misses: the statistics are pycocotools' own with both given as crowd
+    regions, and equal those of the same data without the ignored boxes and the detections
+    on them; P/R/F1 and the confusion counts do not change either."""
+    dataset = json.loads(json.dumps(GROUND_TRUTH))
+    extra = [
+        (1, 1, [150, 150, 45, 45], {"ignore": "difficult", "iscrowd": 0}),  # detected below
+        (4, 2, [0, 0, 40, 40], {"ignore": "crowd", "iscrowd": 1}),  # not detected
+    ]
+    for number, (image_id, category, bbox, flags) in enumerate(extra, start=100):
+        dataset["annotations"].append(
+            {"id": number, "image_id": image_id, "category_id": category, "bbox": bbox,
+             "area": float(bbox[2] * bbox[3]), **flags}
+        )  # fmt: skip
+    predictions = {k: {n: v.copy() for n, v in p.items()} for k, p in PREDICTIONS.items()}
+    on_difficult = (151.0, 150.0, 194.0, 196.0)  # same class, IoU > 0.9 with the difficult box
+    predictions[1]["boxes"] = np.vstack([predictions[1]["boxes"], on_difficult])
+    predictions[1]["labels"] = np.append(predictions[1]["labels"], 1)
+    predictions[1]["scores"] = np.append(predictions[1]["scores"], 0.65)
+    detections = _detections(predictions)
+
+    ours = coco_metrics(dataset, detections)
+    as_crowd = json.loads(json.dumps(dataset))
+    for ann in as_crowd["annotations"]:
+        if ann.pop("ignore", None):
+            ann["iscrowd"] = 1  # pycocotools' own way to ignore a region
+    reference = _reference(tmp_path, as_crowd, detections)
+    without = coco_metrics(GROUND_TRUTH, _detections(PREDICTIONS))
+    for name, value in zip(STAT_NAMES, reference, strict=True):
+        assert ours[name] == pytest.approx(max(value, 0.0), abs=1e-6), name
+        assert ours[name] == pytest.approx(without[name], abs=1e-9), name
+    assert ours["per_class_map50"] == pytest.approx(without["per_class_map50"])
+
+    mine = evaluate_predictions(dataset, predictions, score_threshold=0.5).metrics
+    base = evaluate_predictions(GROUND_TRUTH, PREDICTIONS, score_threshold=0.5).metrics
+    for key in ("precision", "recall", "f1", "missed", "false_detections", "boxes"):
+        assert mine[key] == pytest.approx(base[key]), key

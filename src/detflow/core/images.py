@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,15 @@ def image_size(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
     """
     image = _open(data, name=name, max_pixels=max_pixels)
     return image.size
+
+
+def image_header(
+    data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int, int]:
+    """``(width, height, EXIF orientation)`` of the stored image from its header (orientation 1
+    when absent), without decoding pixels; errors as :func:`image_size`."""
+    image = _open(data, name=name, max_pixels=max_pixels)
+    return (*image.size, _orientation(image))
 
 
 def decode_rgb(
@@ -53,7 +63,9 @@ def decode_with_info(
         info = {"format": image.format, "mode": image.mode, "orientation": _orientation(image)}
         return _to_rgb8(ImageOps.exif_transpose(image)), info
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{name}: image cannot be decoded ({exc}); re-export or remove it") from exc
+        raise DataError(
+            f"{name}: image cannot be decoded ({stable_text(exc)}); re-export or remove it"
+        ) from exc
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
@@ -86,10 +98,19 @@ def _open(data: bytes, *, name: str, max_pixels: int) -> Image.Image:
             raise PixelLimitError(f"{name}: image exceeds the pixel limit ({exc})") from exc
         except (OSError, ValueError, SyntaxError) as exc:
             raise DataError(
-                f"{name}: not a readable image ({exc}); re-export or remove it"
+                f"{name}: not a readable image ({stable_text(exc)}); re-export or remove it"
             ) from exc
     check_pixel_limit(*image.size, name=name, max_pixels=max_pixels)
     return image
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def stable_text(exc: BaseException) -> str:
+    """An exception's text without object representations (``<_io.BytesIO object at 0x…>``,
+    which differ between runs): reports built from it stay byte-identical."""
+    return _OBJECT_REPR.sub("the data", str(exc))
 
 
 def _to_rgb8(image: Image.Image) -> Image.Image:

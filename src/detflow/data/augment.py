@@ -138,7 +138,10 @@ def oversample_plan(dataset: dict, *, balance_ratio: float | None) -> dict[int, 
     if not balance_ratio:
         return {}
     boxes_of = manifest.annotations_by_image(dataset)
-    per_image = {i: Counter(a["category_id"] for a in anns) for i, anns in boxes_of.items()}
+    per_image = {
+        i: Counter(a["category_id"] for a in anns if not manifest.is_ignored(a))
+        for i, anns in boxes_of.items()
+    }
     counts = Counter()
     for image_counts in per_image.values():
         counts.update(image_counts)
@@ -213,8 +216,10 @@ def _plan_jobs(
 
 
 def _boxes(boxes_of: dict, image: dict) -> tuple[list, list]:
-    """``(xyxy px boxes, category ids)`` of ``image`` from ``annotations_by_image``'s map."""
-    anns = boxes_of.get(image["id"], [])
+    """``(xyxy px boxes, category ids)`` of ``image`` from ``annotations_by_image``'s map;
+    ignored (difficult, crowd) boxes are left out: this split only trains, and training
+    leaves them out."""
+    anns = [a for a in boxes_of.get(image["id"], []) if not manifest.is_ignored(a)]
     return xywh_to_xyxy([a["bbox"] for a in anns]).tolist(), [a["category_id"] for a in anns]
 
 
@@ -300,6 +305,7 @@ def _report(source: dict, out: dict, dropped: Counter, *, copies: int, oversampl
         "images_out": len(out["images"]),
         "boxes_in": len(source["annotations"]),
         "boxes_out": len(out["annotations"]),
+        "boxes_ignored_in": sum(1 for a in source["annotations"] if manifest.is_ignored(a)),
         "boxes_dropped": sum(dropped.values()),
         "boxes_dropped_per_class": {names[c]: dropped.get(c, 0) for c in sorted(names)},
         "copies": copies,

@@ -6,7 +6,11 @@ pixels and boxes, optionally resized by policy. Exact duplicates (same decoded p
 their first copy; near-duplicates (perceptual hash) share a ``group`` or are dropped. Boxes
 (COCO ``xywh`` pixels in the files, ``xyxy`` pixels here) are checked for class, finite
 values, positive size, bounds (clipped within a tolerance), minimum side and same-class
-duplicates. Quality flags are reported, never used to drop. The source is only read.
+duplicates. A box dropped for a reason that leaves a real object unlabelled
+(:data:`LOST_OBJECT`: non-numeric, unknown class, non-finite, far out of bounds), like an
+image collect marked ``incomplete``, makes its image incomplete: dropped with the reasons
+(``clean.incomplete_images=drop``, the default) or kept, marked and counted (``keep``).
+Quality flags are reported, never used to drop. The source is only read.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from detflow.data.near_duplicates import clusters, near_duplicate_pairs, percept
 from detflow.data.quality import quality_flags
 
 FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png"}
+# clean's box drop reasons that leave a real object of the image without its box
+LOST_OBJECT = frozenset({"non_numeric", "unknown_class", "non_finite", "out_of_bounds"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +59,7 @@ class CleanPolicy(ConfigOptions):
     near_duplicate_distance: int | None = 4
     near_duplicate_policy: str = field(default="group", metadata={"choices": ("group", "drop")})
     broken_images: str = field(default="drop", metadata={"choices": ("drop", "repair")})
+    incomplete_images: str = field(default="drop", metadata={"choices": ("drop", "keep")})
     resize: str = field(default="none", metadata={"choices": RESIZE_MODES})
     resize_size: int = 640
     imbalance_warning: float = 10.0
@@ -98,7 +105,7 @@ def clean_dataset(
             maybe_kill("clean.image")
             if kept is None:
                 continue
-            rgb, file_name, changes, boxes = kept
+            rgb, file_name, changes, boxes, incomplete = kept
             new_id = manifest.add_image(
                 out,
                 file_name=file_name,
@@ -110,22 +117,28 @@ def clean_dataset(
                 labelled=image.get("labelled"),
                 quality=quality_flags(rgb, policy.quality) or None,
                 changes=changes or None,
+                incomplete=incomplete or None,
             )
-            for category, xyxy in boxes:
+            for ann, xyxy in boxes:
                 manifest.add_box(
-                    out, image_id=new_id, category_id=category, xywh=xyxy_to_xywh([xyxy])[0]
+                    out,
+                    image_id=new_id,
+                    category_id=ann["category_id"],
+                    xywh=xyxy_to_xywh([xyxy])[0],
+                    ignore=_ignore_kind(ann),
                 )
             hashes.append(perceptual_hash(rgb))
         near = _near_duplicates(out, hashes, policy, log, tmp / "images")
         if not out["images"]:
             raise DataError(f"{in_json}: every image was dropped by clean; see the report reasons")
         manifest.save_dataset(out, tmp / "dataset.json", image_dir=tmp / "images")
-    return {
-        **log.report(source, out),
-        **near,
-        **_balance(out, policy.imbalance_warning),
-        "policy": policy.to_dict(),
-    }
+    report = {**log.report(source, out), **near, **_balance(out, policy.imbalance_warning)}
+    if report["images_incomplete_kept"]:
+        report["warnings"].append(
+            f"{report['images_incomplete_kept']} incomplete images kept "
+            "(clean.incomplete_images=keep): an object of each has no box"
+        )
+    return {**report, "policy": policy.to_dict()}
 
 
 class _ImageCleaner:
@@ -137,7 +150,8 @@ class _ImageCleaner:
         self.seen: dict[str, str] = {}
 
     def __call__(self, image: dict, anns: list[dict]):
-        """``(rgb, file name, changes, [(category, xyxy)])``, or None when dropped."""
+        """``(rgb, file name, changes, [(annotation, xyxy)], incomplete reasons)``, or None
+        when dropped."""
         decoded = _decode(
             self.source_dir / image["file_name"],
             image,
@@ -155,23 +169,29 @@ class _ImageCleaner:
                 image, anns, "exact_duplicate", f"same pixels as {self.seen[digest]}"
             )
         self.seen[digest] = image["source"]
+        start = len(self.log.dropped)
         boxes = _check_boxes(
             anns, image, orientation, rgb.size, self.policy, self.log, self.categories
         )
+        incomplete = [*image.get("incomplete", []), *self.log.lost_since(start)]
+        if incomplete and self.policy.incomplete_images == "drop":
+            del self.seen[digest]  # a complete copy of these pixels may still come
+            detail = "; ".join(incomplete)
+            return self.log.drop_image(image, [a for a, _ in boxes], "incomplete", detail)
         rgb, transform = resize_policy(rgb, mode=self.policy.resize, size=self.policy.resize_size)
         if transform != (1.0, 1.0, 0.0, 0.0):
             changes.append("resized")
-            boxes = [(c, _scaled(xyxy, transform)) for c, xyxy in boxes]
+            boxes = [(a, _scaled(xyxy, transform)) for a, xyxy in boxes]
         file_name = _write_image(data, rgb, fmt, digest, changes, self.out_dir)
-        return rgb, file_name, changes, boxes
+        return rgb, file_name, changes, boxes, incomplete
 
 
 def _decode(path: Path, image: dict, policy: CleanPolicy, max_pixels: int, log, anns):
     """(rgb, bytes, format, EXIF orientation, changes) or None when the image is dropped."""
     try:
         data = path.read_bytes()
-    except OSError as exc:
-        return log.drop_image(image, anns, "unreadable_image", str(exc))
+    except OSError as exc:  # the reason only: no absolute path in the report
+        return log.drop_image(image, anns, "unreadable_image", exc.strerror or type(exc).__name__)
     changes = []
     try:
         rgb, info = decode_with_info(data, name=image["source"], max_pixels=max_pixels)
@@ -198,19 +218,26 @@ def _decode(path: Path, image: dict, policy: CleanPolicy, max_pixels: int, log, 
 
 
 def _check_boxes(anns, image, orientation, size, policy, log, valid_categories):
-    """Valid boxes as ``(category_id, xyxy)`` in the decoded (oriented) image's pixels."""
+    """Valid boxes as ``(annotation, xyxy)`` in the decoded (oriented) image's pixels."""
     kept = []
     for ann in anns:
         xyxy = _check_box(ann, image, orientation, size, valid_categories, policy, log)
         if xyxy is None:
             continue
-        same = [k for c, k in kept if c == ann["category_id"]]
+        same = [k for a, k in kept if a["category_id"] == ann["category_id"]]
         limit = policy.duplicate_box_iou
         if limit is not None and same and box_iou([xyxy], same).max() > limit:
             log.drop_box(image, ann, "duplicate_box")
             continue
-        kept.append((ann["category_id"], xyxy))
+        kept.append((ann, xyxy))
     return kept
+
+
+def _ignore_kind(ann: dict) -> str | None:
+    """The ``ignore`` kind a kept box carries on (crowd boxes always have one)."""
+    if ann.get("ignore"):
+        return str(ann["ignore"])
+    return "crowd" if ann.get("iscrowd") else None
 
 
 def _check_box(ann, image, orientation, size, valid_categories, policy, log):
@@ -355,10 +382,24 @@ class _Log:
             }
         )
 
+    def lost_since(self, start: int) -> list[str]:
+        """``"box <id>: <reason>"`` of the box drops after index ``start`` that leave a real
+        object unlabelled."""
+        return [
+            f"box {d['annotation_id']}: {d['reason']}"
+            for d in self.dropped[start:]
+            if d["item"] == "box" and d["reason"] in LOST_OBJECT
+        ]
+
     def report(self, source: dict, out: dict) -> dict:
         images = Counter(d["reason"] for d in self.dropped if d["item"] == "image")
         boxes = Counter(d["reason"] for d in self.dropped if d["item"] == "box")
         changed = Counter(c for im in out["images"] for c in im.get("changes", []))
+        incomplete = [
+            {"source": im["source"], "reasons": im["incomplete"]}
+            for im in out["images"]
+            if im.get("incomplete")
+        ]
         return {
             "images_in": len(source["images"]),
             "images_kept": len(out["images"]),
@@ -370,7 +411,10 @@ class _Log:
             "images_dropped_by_reason": dict(sorted(images.items())),
             "boxes_dropped_by_reason": dict(sorted(boxes.items())),
             "images_changed_by_kind": dict(sorted(changed.items())),
+            "images_incomplete_kept": len(incomplete),
+            "boxes_ignored": sum(1 for a in out["annotations"] if manifest.is_ignored(a)),
             "dropped": self.dropped,
+            "incomplete_kept": incomplete,
         }
 
 

@@ -6,8 +6,12 @@ gives byte-identical output; the sources are only read. Everything a reader coul
 listed with its reason. Readers return ``xyxy`` pixel boxes; the dataset stores COCO ``xywh``.
 
 Config (``data``): ``format`` and ``path`` plus that format's keys; optionally
-``extra_sources`` (a list of further source dicts, merged in order) and ``class_map``
-(``{old name: new name}``, or ``{old name: null}`` to drop a class). The stage hands it over
+``extra_sources`` (a list of further source dicts, merged in order), ``class_map``
+(``{old name: new name}``, or ``{old name: null}`` to drop a class) and ``difficult``
+(``ignore``: VOC difficult and COCO crowd boxes are kept marked, evaluation ignores them and
+training leaves them out; ``keep``: they are ordinary boxes; ``drop``: left out, counted as
+``difficult_dropped``). An image whose real object lost its box is kept marked
+``incomplete`` with the reasons (clean drops or keeps it). The stage hands it over
 as :class:`CollectOptions` with ``limits.max_pixels``; the source mapping, whose keys depend
 on its format, is checked here as it is read.
 """
@@ -29,7 +33,7 @@ from detflow.core.faults import maybe_kill
 from detflow.core.files import atomic_dir, sha256_bytes
 from detflow.core.options import ConfigOptions
 from detflow.data.formats.archive import read_archive
-from detflow.data.formats.base import SourceBox, SourceScan
+from detflow.data.formats.base import ON_PURPOSE, SourceBox, SourceScan
 from detflow.data.formats.coco import read_coco
 from detflow.data.formats.csv_boxes import read_csv
 from detflow.data.formats.synthetic import generate_synthetic
@@ -56,7 +60,8 @@ KEYS = {
     "archive": {"path", "contents", "max_bytes"},
     "synthetic": {"path", "num_images", "image_size", "classes", "seed", "max_objects"},
 }
-MERGE_KEYS = {"extra_sources", "class_map", "link"}  # only at the top of ``data``
+MERGE_KEYS = {"extra_sources", "class_map", "link", "difficult"}  # only at the top of ``data``
+DIFFICULT = ("ignore", "keep", "drop")
 INNER_FORMATS = ("yolo", "coco", "voc", "csv", "video")  # what an archive may hold
 
 
@@ -91,6 +96,8 @@ def scan_source(
     extras = options.pop("extra_sources", None) or []
     class_map = options.pop("class_map", None) or {}
     options.pop("link", None)
+    difficult = options.pop("difficult", None) or "ignore"
+    require_choice("data.difficult", difficult, DIFFICULT)
     if not isinstance(extras, list) or not all(isinstance(e, dict) for e in extras):
         raise ConfigError("data.extra_sources must be a list of source configs (format, path, …)")
     resources = []
@@ -103,7 +110,7 @@ def scan_source(
             key = f"data.extra_sources[{k}]"
             scan = scan_one(extra, key=key, max_pixels=max_pixels, workdir=workdir / f"{k + 1}")
             scans.append(_namespaced(scan, f"extra_sources[{k}]"))
-        merged = _merge(scans, class_map)
+        merged = _merge(scans, class_map, difficult)
     except BaseException:
         for resource in resources:
             resource.cleanup()
@@ -160,12 +167,13 @@ def _namespaced(scan: SourceScan, prefix: str) -> SourceScan:
     for image in scan.images:
         image.source = f"{prefix}/{image.source}"
         image.group = f"{prefix}/{image.group}"
-    for item in scan.dropped:
+        image.incomplete = [f"{prefix}/{reason}" for reason in image.incomplete]
+    for item in [*scan.dropped, *scan.changed]:
         item["path"] = f"{prefix}/{item['path']}"
     return scan
 
 
-def _merge(scans: list[SourceScan], class_map: dict) -> SourceScan:
+def _merge(scans: list[SourceScan], class_map: dict, difficult: str = "ignore") -> SourceScan:
     known = {name for scan in scans for name in scan.class_names}
     for old, new in class_map.items():
         if old not in known:
@@ -184,21 +192,27 @@ def _merge(scans: list[SourceScan], class_map: dict) -> SourceScan:
     merged = SourceScan(class_names=names)
     for scan in scans:
         merged.dropped.extend(scan.dropped)
+        merged.changed.extend(scan.changed)
         for image in scan.images:
-            image.boxes = _mapped_boxes(image, class_map, merged)
+            image.boxes = _mapped_boxes(image, class_map, difficult, merged)
             merged.images.append(image)
     return merged
 
 
-def _mapped_boxes(image, class_map: dict, merged: SourceScan) -> list[SourceBox]:
+def _mapped_boxes(image, class_map: dict, difficult: str, merged: SourceScan) -> list[SourceBox]:
+    """``image``'s boxes renamed by ``class_map`` and with ``data.difficult`` applied; the
+    boxes left out on purpose are listed (they do not make the image incomplete)."""
     boxes = []
     for number, box in enumerate(image.boxes, start=1):
         new = class_map.get(box.class_name, box.class_name)
+        where = f"{image.source}#box{number}"
         if new is None:
             detail = f"class {box.class_name!r} mapped to null in data.class_map"
-            merged.drop(f"{image.source}#box{number}", "box", "class_dropped", detail)
+            merged.drop(where, "box", "class_dropped", detail)
+        elif box.ignore and difficult == "drop":
+            merged.drop(where, "box", "difficult_dropped", f"{box.ignore} box, data.difficult=drop")
         else:
-            boxes.append(SourceBox(new, box.xyxy))
+            boxes.append(SourceBox(new, box.xyxy, box.ignore if difficult == "ignore" else None))
     return boxes
 
 
@@ -248,6 +262,8 @@ def _write(scan: SourceScan, out_dir: str | Path, *, link: bool) -> dict:
                 group=item.group,
                 split=item.split,
                 labelled=None if item.labelled else False,
+                changes=item.changes or None,
+                incomplete=item.incomplete or None,
             )
             for box in item.boxes:
                 manifest.add_box(
@@ -255,6 +271,7 @@ def _write(scan: SourceScan, out_dir: str | Path, *, link: bool) -> dict:
                     image_id=image_id,
                     category_id=category[box.class_name],
                     xywh=xyxy_to_xywh([box.xyxy])[0],
+                    ignore=box.ignore,
                 )
             maybe_kill("collect.image")
         manifest.save_dataset(dataset, tmp / "dataset.json", image_dir=images)
@@ -276,24 +293,42 @@ def _place(target: Path, data: bytes, link_from: Path | None) -> None:
 
 
 def _report(dataset: dict, scan: SourceScan) -> dict:
+    """Counts (DVC metrics) and every dropped item, changed box and incomplete image.
+    ``images`` counts every image written, ``incomplete_images`` those of them marked
+    incomplete: images in = ``images`` + ``dropped_images``."""
     kinds = Counter(d["item"] for d in scan.dropped)
     reasons = Counter(d["reason"] for d in scan.dropped)
+    on_purpose = sum(1 for d in scan.dropped if d["reason"] in ON_PURPOSE)
     with_boxes = {a["image_id"] for a in dataset["annotations"]}
     unlabelled = sum(1 for im in dataset["images"] if im.get("labelled") is False)
+    incomplete = [im for im in dataset["images"] if im.get("incomplete")]
+    negatives = sum(
+        1
+        for im in dataset["images"]
+        if im["id"] not in with_boxes and im.get("labelled") is not False
+        and not im.get("incomplete")
+    )
     return {
         "images": len(dataset["images"]),
         "boxes": len(dataset["annotations"]),
-        "negatives": len(dataset["images"]) - len(with_boxes) - unlabelled,
+        "negatives": negatives,
         "unlabelled": unlabelled,
+        "incomplete_images": len(incomplete),
+        "ignored_boxes": sum(1 for a in dataset["annotations"] if manifest.is_ignored(a)),
+        "changed_boxes": len(scan.changed),
         "classes": len(scan.class_names),
         "dropped_images": kinds["image"],
         "dropped_boxes": kinds["box"],
+        "dropped_boxes_on_purpose": on_purpose,
         "dropped_labels": kinds["label"],
         "dropped_frames": kinds["frame"],
         "dropped_videos": kinds["video"],
         "dropped_members": kinds["member"],
         "dropped_by_reason": dict(sorted(reasons.items())),
+        "changed_by_kind": dict(sorted(Counter(c["kind"] for c in scan.changed).items())),
         "dropped": scan.dropped,
+        "changed": scan.changed,
+        "incomplete": [{"source": im["source"], "reasons": im["incomplete"]} for im in incomplete],
     }
 
 

@@ -166,7 +166,7 @@ def _voc_xml(image: dict, name: str, anns: list[dict], class_names: list[str]) -
         SubElement(obj, "name").text = class_names[ann["category_id"] - 1]
         SubElement(obj, "pose").text = "Unspecified"
         SubElement(obj, "truncated").text = "0"
-        SubElement(obj, "difficult").text = "0"
+        SubElement(obj, "difficult").text = "1" if manifest.is_ignored(ann) else "0"
         box = SubElement(obj, "bndbox")
         for key, value in zip(("xmin", "ymin", "xmax", "ymax"), xyxy, strict=True):
             SubElement(box, key).text = _number(value)

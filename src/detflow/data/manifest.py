@@ -3,8 +3,11 @@
 A COCO-format JSON file (``images``, ``annotations`` with ``bbox`` in absolute pixel
 ``xywh``, ``categories`` with contiguous ids ``1..N``) plus an image folder. Each image also
 carries ``source`` (where it came from), ``group`` (images that must stay in one split) and
-optionally ``split`` (a source's own predefined split). The image folder is named, relative
-to the JSON file, in ``detflow.image_dir``.
+optionally ``split`` (a source's own predefined split), and ``incomplete`` (why a real
+object of it has no box; clean drops or keeps it by ``clean.incomplete_images``). A box may
+carry ``ignore``: ``"difficult"`` (VOC) or ``"crowd"`` (COCO, also ``iscrowd: 1``): evaluation
+ignores it (neither hit nor miss) and training leaves it out. The image folder is named,
+relative to the JSON file, in ``detflow.image_dir``.
 """
 
 from __future__ import annotations
@@ -45,8 +48,11 @@ def add_image(
     return image_id
 
 
-def add_box(dataset: dict, *, image_id: int, category_id: int, xywh) -> int:
-    """Append an annotation with COCO ``xywh`` pixels; returns its id."""
+def add_box(
+    dataset: dict, *, image_id: int, category_id: int, xywh, ignore: str | None = None
+) -> int:
+    """Append an annotation with COCO ``xywh`` pixels; returns its id. ``ignore``: None, or
+    ``"difficult"`` / ``"crowd"`` (see :func:`is_ignored`)."""
     x, y, w, h = (float(v) for v in xywh)
     ann_id = len(dataset["annotations"]) + 1
     dataset["annotations"].append(
@@ -56,10 +62,17 @@ def add_box(dataset: dict, *, image_id: int, category_id: int, xywh) -> int:
             "category_id": int(category_id),
             "bbox": [x, y, w, h],
             "area": w * h,
-            "iscrowd": 0,
+            "iscrowd": 1 if ignore == "crowd" else 0,
         }
     )
+    if ignore:
+        dataset["annotations"][-1]["ignore"] = ignore
     return ann_id
+
+
+def is_ignored(ann: dict) -> bool:
+    """True for a box evaluation ignores and training leaves out (difficult or crowd)."""
+    return bool(ann.get("ignore")) or bool(ann.get("iscrowd"))
 
 
 def subset(dataset: dict, image_ids) -> dict:

@@ -2,6 +2,8 @@
 
 Item: ``(image, target)`` with ``image`` a ``[3, H, W]`` float32 tensor in 0..1 and
 ``target`` = ``{"boxes": [N, 4] float32 xyxy pixels, "labels": [N] int64, "image_id": int}``.
+Boxes marked ignored (VOC difficult, COCO crowd: :func:`detflow.data.manifest.is_ignored`)
+are left out of the training targets; evaluation reads them from the dataset itself.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class DetectionDataset(Dataset):
 
     def target(self, index: int) -> dict:
         image = self.images[index]
-        anns = self._boxes.get(image["id"], [])
+        anns = [a for a in self._boxes.get(image["id"], []) if not manifest.is_ignored(a)]
         boxes = xywh_to_xyxy([a["bbox"] for a in anns]).astype(np.float32)
         return {
             "boxes": torch.from_numpy(boxes).reshape(-1, 4),

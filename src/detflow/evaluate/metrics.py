@@ -6,6 +6,12 @@ Predictions of one image: ``{"boxes": [N, 4] xyxy px, "labels": [N] category ids
 "score"}``. Ground truth: a canonical dataset dict (annotations in COCO ``xywh`` px,
 category ids 1..C).
 
+Ignored ground truth (VOC ``difficult``, COCO crowd: :func:`detflow.data.manifest.is_ignored`)
+is neither a hit nor a miss: COCOeval gets it as a crowd region (``iscrowd: 1``), exactly as
+pycocotools ignores crowd regions, and in the matching below a detection that matches no
+real box but an ignored one (same class, IoU >= ``iou``) is left out, and ignored boxes are
+never missed.
+
 Matching (P/R/F1, confusion matrix): per image and class, detections in descending score
 take the unmatched ground-truth box of their class with the highest IoU, if that IoU is
 >= ``iou`` (COCO's rule at one IoU). A detection is then a true positive at every score
@@ -97,11 +103,16 @@ def coco_evaluate(ground_truth: dict, detections: list[dict]) -> tuple[dict, dic
             {"id": im["id"], "width": im["width"], "height": im["height"]}
             for im in ground_truth["images"]
         ],
-        "annotations": ground_truth["annotations"],
+        "annotations": [
+            {**a, "iscrowd": 1} if manifest.is_ignored(a) else a
+            for a in ground_truth["annotations"]
+        ],
         "categories": ground_truth["categories"],
     }
     names = {c["id"]: c["name"] for c in ground_truth["categories"]}
-    present = sorted({a["category_id"] for a in ground_truth["annotations"]})
+    present = sorted(
+        {a["category_id"] for a in ground_truth["annotations"] if not manifest.is_ignored(a)}
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         if not detections or not present:
@@ -195,8 +206,9 @@ def confusion_matrix(
     """
     classes = len(ground_truth["categories"])
     matrix = np.zeros((classes + 1, classes + 1), dtype=np.int64)
-    for image_id, (gt_boxes, gt_labels) in _ground_truth(ground_truth).items():
-        pred = predictions.get(image_id) or empty_predictions()
+    for image_id, (gt_boxes, gt_labels, ignored) in _ground_truth(ground_truth).items():
+        pred = _without_ignored_hits(predictions.get(image_id), gt_boxes, gt_labels, ignored, iou)
+        gt_boxes, gt_labels = gt_boxes[~ignored], gt_labels[~ignored]
         kept = np.asarray(pred["scores"], dtype=float) >= score_threshold
         boxes = np.asarray(pred["boxes"], dtype=float).reshape(-1, 4)[kept]
         labels = np.asarray(pred["labels"]).reshape(-1)[kept]
@@ -227,15 +239,38 @@ def _pairs_by_iou(overlaps: np.ndarray, iou: float) -> list[tuple[int, int]]:
     return pairs
 
 
-def _ground_truth(dataset: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Image id → (``[M, 4]`` xyxy px boxes, ``[M]`` category ids), every image listed."""
+def _ground_truth(dataset: dict) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Image id → (``[M, 4]`` xyxy px boxes, ``[M]`` category ids, ``[M]`` ignored flags),
+    every image listed."""
     by_image = manifest.annotations_by_image(dataset)
     out = {}
     for image in dataset["images"]:
         anns = by_image.get(image["id"], [])
         boxes = xywh_to_xyxy([a["bbox"] for a in anns]).reshape(-1, 4)
-        out[image["id"]] = (boxes, np.array([a["category_id"] for a in anns], dtype=np.int64))
+        labels = np.array([a["category_id"] for a in anns], dtype=np.int64)
+        ignored = np.array([manifest.is_ignored(a) for a in anns], dtype=bool)
+        out[image["id"]] = (boxes, labels, ignored)
     return out
+
+
+def _without_ignored_hits(pred, gt_boxes, gt_labels, ignored, iou: float) -> dict:
+    """One image's predictions less those that match no real ground-truth box but an
+    ignored one (same class, IoU >= ``iou``): they are neither hits nor false detections."""
+    pred = pred or empty_predictions()
+    if not ignored.any():
+        return pred
+    boxes = np.asarray(pred["boxes"], dtype=float).reshape(-1, 4)
+    labels = np.asarray(pred["labels"]).reshape(-1)
+    scores = np.asarray(pred["scores"], dtype=float).reshape(-1)
+    real = match_image(gt_boxes[~ignored], gt_labels[~ignored], boxes, labels, scores, iou=iou)
+    overlaps = box_iou(boxes, gt_boxes[ignored])  # [N, ignored]
+    same = labels[:, None] == gt_labels[ignored][None, :]
+    on_ignored = ((overlaps >= iou) & same).any(axis=1) & (real < 0)
+    return {
+        "boxes": boxes[~on_ignored],
+        "labels": labels[~on_ignored],
+        "scores": scores[~on_ignored],
+    }
 
 
 def empty_predictions() -> dict:
@@ -280,10 +315,12 @@ def _pool(ground_truth: dict, predictions: dict[int, dict], *, iou: float):
     labels, plus ground-truth boxes per category id (``[C + 1]``, index 0 unused)."""
     detections, scores, hits, labels = [], [np.zeros(0)], [np.zeros(0, bool)], []
     gt_counts = np.zeros(len(ground_truth["categories"]) + 1, dtype=np.int64)
-    for image_id, (gt_boxes, gt_labels) in _ground_truth(ground_truth).items():
-        pred = predictions.get(image_id) or empty_predictions()
+    for image_id, (gt_boxes, gt_labels, ignored) in _ground_truth(ground_truth).items():
+        raw = predictions.get(image_id) or empty_predictions()
+        detections += to_coco_results(image_id, raw["boxes"], raw["labels"], raw["scores"])
+        pred = _without_ignored_hits(raw, gt_boxes, gt_labels, ignored, iou)
+        gt_boxes, gt_labels = gt_boxes[~ignored], gt_labels[~ignored]
         boxes, classes, conf = pred["boxes"], pred["labels"], pred["scores"]
-        detections += to_coco_results(image_id, boxes, classes, conf)
         matched = match_image(gt_boxes, gt_labels, boxes, classes, conf, iou=iou)
         scores.append(np.asarray(conf, dtype=float).reshape(-1))
         hits.append(matched >= 0)

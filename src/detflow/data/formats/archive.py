@@ -50,7 +50,8 @@ def read_archive(
     prefix = inner_root.relative_to(root).as_posix()
     for image in scan.images:
         image.source = _join(prefix, image.source)
-    for item in scan.dropped:
+        image.incomplete = [_join(prefix, reason) for reason in image.incomplete]
+    for item in [*scan.dropped, *scan.changed]:
         item["path"] = _join(prefix, item["path"])
     scan.dropped[:0] = rejected.dropped
     return scan

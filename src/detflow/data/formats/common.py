@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from detflow.core.errors import ConfigError, DataError
-from detflow.data.formats.base import SourceImage, SourceScan
-from detflow.core.images import DEFAULT_MAX_PIXELS, image_size
+from detflow.data.formats.base import SourceBox, SourceImage, SourceScan
+from detflow.core.boxes import exif_orient_xyxy
+from detflow.core.images import DEFAULT_MAX_PIXELS, image_header
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SPLIT_NAMES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
@@ -54,15 +57,15 @@ def group_of(path: Path, pattern) -> str:
 
 
 def read_size(path: Path, rel: str, scan: SourceScan, *, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """``(width, height)`` from the image header (pixel limit applied), or None after
-    recording the image as dropped (``missing_image`` / ``unreadable_image``)."""
+    """``(width, height, EXIF orientation)`` from the image header (pixel limit applied), or
+    None after recording the image as dropped (``missing_image`` / ``unreadable_image``)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         scan.drop(rel, "image", "missing_image", exc.strerror or str(exc))
         return None
     try:
-        return image_size(data, name=rel, max_pixels=max_pixels)
+        return image_header(data, name=rel, max_pixels=max_pixels)
     except DataError as exc:
         scan.drop(rel, "image", "unreadable_image", strip_name(exc, rel))
         return None
@@ -77,26 +80,125 @@ def add_file_image(
     read_boxes,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     split: str | None = None,
+    declared: tuple | None = None,
+    where: str | None = None,
+    incomplete: list[str] | None = None,
+    changes: list[str] | None = None,
 ) -> bool:
     """Append the image file ``path`` with the boxes ``read_boxes(width, height)`` returns
     (``SourceBox`` list, xyxy pixels) once its header reads under the pixel limit; False after
-    recording it as dropped. ``split`` defaults to the folder's predefined split."""
+    recording it as dropped. ``split`` defaults to the folder's predefined split.
+
+    The image is *incomplete* (kept, with the reasons) when a drop ``read_boxes`` records
+    leaves a real object unlabelled, when ``incomplete`` lists reasons found before (and
+    ``changes`` the kinds of changes made before, e.g. by a reader that reads every box
+    first), or when the ``declared`` ``(width, height)`` of its annotation (at ``where``)
+    disagrees with the header in a way a uniform rescale does not explain; a uniform rescale scales the boxes
+    (change ``rescaled_boxes``). A declared size that is the EXIF-rotated view's (the image
+    is stored sideways, orientation 5-8) means the boxes were drawn on that view: they are
+    mapped back to the stored pixels (change ``boxes_to_stored_orientation``), which clean
+    then rotates with the pixels."""
     rel = path.relative_to(root).as_posix()
-    size = read_size(path, rel, scan, max_pixels=max_pixels)
-    if size is None:
+    header = read_size(path, rel, scan, max_pixels=max_pixels)
+    if header is None:
         return False
+    size, orientation = header[:2], header[2]
+    start, changed = len(scan.dropped), len(scan.changed)
+    boxes = read_boxes(*size)
+    lost = [*(incomplete or []), *scan.lost_since(start)]
+    changes = [*(changes or []), *(c["kind"] for c in scan.changed[changed:])]
+    where = where or rel
+    found = f"image is {size[0]}x{size[1]}"
+    scale = declared_scale(declared, size)
+    view = (size[1], size[0])
+    if scale is None and orientation in (5, 6, 7, 8) and declared_scale(declared, view):
+        sx, sy = declared_scale(declared, view)
+        inverse = {6: 8, 8: 6}.get(orientation, orientation)
+        boxes = [to_stored(rescaled(b, (sx, sy)), inverse, view) for b in boxes]
+        detail = f"declared {_size_text(declared)}: the EXIF-rotated view of {found}"
+        scan.change(where, "boxes_to_stored_orientation", detail)
+        changes.append("boxes_to_stored_orientation")
+    elif scale is None:
+        lost.append(f"{where}: size_mismatch (declared {_size_text(declared)}, {found})")
+    elif scale != (1.0, 1.0):
+        boxes = [rescaled(box, scale) for box in boxes]
+        changes.append("rescaled_boxes")
+        scan.change(where, "rescaled_boxes", f"declared {_size_text(declared)}, {found}")
     scan.images.append(
         SourceImage(
             source=rel,
             group=group_of(path, pattern),
             width=size[0],
             height=size[1],
-            boxes=read_boxes(*size),
+            boxes=boxes,
             path=path,
             split=split if split is not None else split_of(path, root),
+            incomplete=lost,
+            changes=sorted(set(changes)),
         )
     )
     return True
+
+
+RESCALE_TOLERANCE = 0.01  # declared/actual ratios of width and height may differ this much
+
+
+def declared_scale(declared, size) -> tuple[float, float] | None:
+    """``(sx, sy)`` mapping boxes in the ``declared`` ``(width, height)`` onto the image's
+    ``size``: ``(1, 1)`` when nothing (or nothing usable: missing, zero) is declared or it
+    matches, the factors of a uniform rescale, None when the two disagree otherwise."""
+    try:
+        dw, dh = (float(v) for v in declared)
+    except (TypeError, ValueError):
+        return (1.0, 1.0)
+    if not (math.isfinite(dw) and math.isfinite(dh)) or dw <= 0 or dh <= 0:
+        return (1.0, 1.0)
+    width, height = size
+    if (round(dw), round(dh)) == (width, height):
+        return (1.0, 1.0)
+    sx, sy = width / dw, height / dh
+    if abs(sx - sy) <= RESCALE_TOLERANCE * max(sx, sy):
+        return (sx, sy)
+    return None
+
+
+def rescaled(box: SourceBox, scale: tuple[float, float]) -> SourceBox:
+    sx, sy = scale
+    x1, y1, x2, y2 = box.xyxy
+    return replace(box, xyxy=(x1 * sx, y1 * sy, x2 * sx, y2 * sy))
+
+
+def to_stored(box: SourceBox, inverse: int, view: tuple[int, int]) -> SourceBox:
+    """``box`` drawn on the EXIF-rotated ``view`` (width, height) mapped back to the stored
+    pixels by the ``inverse`` orientation."""
+    xyxy = exif_orient_xyxy([box.xyxy], orientation=inverse, width=view[0], height=view[1])[0]
+    return replace(box, xyxy=tuple(float(v) for v in xyxy))
+
+
+def _size_text(declared) -> str:
+    return "x".join(f"{float(v):g}" for v in declared)
+
+
+def read_text(path: Path) -> str:
+    """A label file's text as annotation tools write it: UTF-8 with or without a byte-order
+    mark, or UTF-16 (with a byte-order mark, or without one when every other byte is NUL).
+    Raises UnicodeDecodeError (naming the encoding tried) or OSError."""
+    data = path.read_bytes()
+    encoding = text_encoding(data)
+    return data.decode(encoding)
+
+
+def text_encoding(data: bytes) -> str:
+    """The encoding of a text file's bytes: ``utf-16`` (BOM), ``utf-16-le``/``-be`` (no BOM,
+    ASCII text with NUL high bytes) or ``utf-8-sig`` (UTF-8, a BOM skipped when present)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    if len(data) >= 2 and len(data) % 2 == 0 and b"\x00" in data:
+        if not any(data[1::2]) and all(data[0::2]):
+            return "utf-16-le"
+        if not any(data[0::2]) and all(data[1::2]):
+            return "utf-16-be"
+    return "utf-8-sig"
 
 
 def strip_name(exc: Exception, rel: str) -> str:

@@ -3,12 +3,16 @@
 
 A row whose class and coordinates are all empty marks its image as a negative. Images under
 the image folder that no row names are listed as ``unannotated_image``. An optional ``split``
-column keeps the source's own split.
+column keeps the source's own split. Header names match after trimming spaces and ignoring
+case; the file may be UTF-8 (with or without a byte-order mark) or UTF-16. ``width`` and
+``height`` columns, when the file has them, are the declared image size, checked against
+the image (see :func:`detflow.data.formats.common.add_file_image`).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from detflow.data.formats.common import (
     ImageIndex,
     add_file_image,
     compile_group,
+    read_text,
     require_dir,
 )
 from detflow.core.images import DEFAULT_MAX_PIXELS
@@ -32,8 +37,11 @@ DEFAULT_COLUMNS = {
     "xmax": "xmax",
     "ymax": "ymax",
     "split": None,
+    "width": "width",  # optional: the declared image size, when the file has the columns
+    "height": "height",
 }
 COORDS = ("xmin", "ymin", "xmax", "ymax")
+OPTIONAL = ("width", "height")
 
 
 def read_csv(
@@ -75,6 +83,8 @@ def read_csv(
             pattern=pattern,
             max_pixels=max_pixels,
             split=SPLIT_NAMES.get((split or "").strip().lower(), split or None),
+            declared=_declared(rows[name], cols),
+            where=rows[name][0][0],
             read_boxes=lambda w, h, name=name: [
                 b for line, row in rows[name] if (b := _box(line, row, cols, classes, scan))
             ],
@@ -110,30 +120,47 @@ def _columns(columns: dict | None) -> dict:
             f"data.columns.{unknown[0]} is not allowed; use one of: {', '.join(DEFAULT_COLUMNS)}"
         )
     cols.update({k: v for k, v in (columns or {}).items() if v is not None or k == "split"})
-    return cols
+    return {k: _header_key(v) if v is not None else None for k, v in cols.items()}
+
+
+def _header_key(name) -> str:
+    """A column name as matched: spaces trimmed, case ignored."""
+    return str(name).strip().lower()
+
+
+def _declared(rows: list, cols: dict):
+    """The image size the first row declares, or None without size columns."""
+    row = rows[0][1]
+    if cols["width"] not in row or cols["height"] not in row:
+        return None
+    return (row.get(cols["width"]), row.get(cols["height"]))
 
 
 def _rows(table: Path, root: Path, cols: dict, scan: SourceScan) -> dict[str, list]:
     rel = table.relative_to(root).as_posix() if table.is_relative_to(root) else str(table)
     try:
-        with open(table, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            needed = [cols[k] for k in ("filename", "class", *COORDS)]
-            needed += [cols["split"]] if cols["split"] else []
-            missing = [c for c in needed if c not in header]
-            if missing:
-                raise DataError(
-                    f"{table}: no column {missing[0]!r} (header: {header}); "
-                    "set data.columns to the file's column names"
-                )
-            rows: dict[str, list] = {}
-            for number, row in enumerate(reader, start=2):
-                name = (row.get(cols["filename"]) or "").strip()
-                if not name:
-                    scan.drop(f"{rel}:{number}", "box", "bad_row", "empty filename")
-                    continue
-                rows.setdefault(name, []).append((f"{rel}:{number}", row))
+        handle = io.StringIO(read_text(table), newline="")
+        reader = csv.reader(handle)
+        given = next(reader, [])
+        header = [_header_key(c) for c in given]
+        needed = [cols[k] for k in ("filename", "class", *COORDS)]
+        needed += [cols["split"]] if cols["split"] else []
+        missing = [c for c in needed if c not in header]
+        if missing:
+            raise DataError(
+                f"{table}: no column {missing[0]!r} (header: {given}); "
+                "set data.columns to the file's column names"
+            )
+        rows: dict[str, list] = {}
+        for number, values in enumerate(reader, start=2):
+            if not any(v.strip() for v in values):
+                continue  # a blank line
+            row = dict(zip(header, values, strict=False))
+            name = (row.get(cols["filename"]) or "").strip()
+            if not name:
+                scan.drop(f"{rel}:{number}", "box", "bad_row", "empty filename")
+                continue
+            rows.setdefault(name, []).append((f"{rel}:{number}", row))
     except (OSError, UnicodeError, csv.Error) as exc:
         raise DataError(f"{table}: cannot read the CSV ({exc})") from exc
     return rows
@@ -148,7 +175,7 @@ def _box(where: str, row: dict, cols: dict, classes: ClassFilter, scan) -> Sourc
         scan.drop(where, "box", "missing_class", "empty class")
         return None
     if not classes.accept(name):
-        scan.drop(where, "box", "unknown_class", f"class {name!r} not in data.names")
+        scan.drop(where, "box", "class_not_selected", f"class {name!r} not in data.names")
         return None
     try:
         xyxy = tuple(float(t) for t in texts)

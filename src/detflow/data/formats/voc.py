@@ -4,7 +4,11 @@ layout where each XML has an image beside it or elsewhere under the root).
 ``<bndbox>`` holds ``xmin ymin xmax ymax`` in absolute pixels; the reader returns them as
 ``xyxy`` pixels unchanged (no 1-based shift, so a VOC → canonical → VOC round trip is exact).
 XML is parsed with defusedxml. An XML with no ``<object>`` is a negative; an image with no
-XML is listed as ``unannotated_image`` (VOC cannot tell an unlabelled image from a negative).
+XML is listed as ``unannotated_image`` (VOC cannot tell an unlabelled image from a negative);
+an image that two XML files name (their ``<filename>``) is dropped as ``ambiguous_label``.
+``<difficult>1</difficult>`` objects are kept marked ``difficult`` (see ``data.difficult``);
+``<size>`` is checked against the image file (see
+:func:`detflow.data.formats.common.add_file_image`).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def read_voc(
     pattern = compile_group(group_regex)
     scan = SourceScan(class_names=[])
     used: set[Path] = set()
+    claims: dict[Path, list[tuple[str, Element]]] = {}
     for xml in sorted(xml_root.resolve().rglob("*.xml")):
         rel = xml.relative_to(root).as_posix()
         tree = _parse(xml, rel, scan)
@@ -63,7 +68,14 @@ def read_voc(
                 rel, "label", "missing_image", f"no image named {tree.findtext('filename')!r}"
             )
             continue
+        claims.setdefault(image, []).append((rel, tree))
+    for image, found in claims.items():  # in the order of the first XML naming each image
         used.add(image)
+        if len(found) > 1:
+            detail = f"named by {len(found)} XML files: {', '.join(r for r, _ in found)}"
+            scan.drop(image.relative_to(root).as_posix(), "image", "ambiguous_label", detail)
+            continue
+        ((rel, tree),) = found
         add_file_image(
             scan,
             image,
@@ -71,6 +83,8 @@ def read_voc(
             pattern=pattern,
             max_pixels=max_pixels,
             read_boxes=lambda w, h, tree=tree, rel=rel: _boxes(tree, rel, scan, classes),
+            declared=(tree.findtext("size/width"), tree.findtext("size/height")),
+            where=rel,
         )
     for image in index.files:
         if image not in used:
@@ -83,7 +97,8 @@ def _parse(xml: Path, rel: str, scan: SourceScan) -> Element | None:
     try:
         root = parse(str(xml)).getroot()
     except (ParseError, DefusedXmlException, OSError, UnicodeError) as exc:
-        scan.drop(rel, "label", "unparseable_xml", str(exc))
+        detail = exc.strerror if isinstance(exc, OSError) else str(exc)  # no absolute path
+        scan.drop(rel, "label", "unparseable_xml", detail or type(exc).__name__)
         return None
     if root.tag != "annotation":
         scan.drop(rel, "label", "unparseable_xml", f"root element <{root.tag}>, not <annotation>")
@@ -100,7 +115,7 @@ def _boxes(tree: Element, rel: str, scan: SourceScan, classes: ClassFilter) -> l
             scan.drop(where, "box", "missing_class", "<object> without <name>")
             continue
         if not classes.accept(name):
-            scan.drop(where, "box", "unknown_class", f"class {name!r} not in data.names")
+            scan.drop(where, "box", "class_not_selected", f"class {name!r} not in data.names")
             continue
         box = obj.find("bndbox")
         if box is None:
@@ -115,5 +130,6 @@ def _boxes(tree: Element, rel: str, scan: SourceScan, classes: ClassFilter) -> l
         if not all(math.isfinite(v) for v in xyxy):
             scan.drop(where, "box", "non_finite", str(xyxy))
             continue
-        boxes.append(SourceBox(name, xyxy))
+        difficult = (obj.findtext("difficult") or "0").strip() not in ("0", "", "false")
+        boxes.append(SourceBox(name, xyxy, "difficult" if difficult else None))
     return boxes
