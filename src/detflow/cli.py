@@ -94,6 +94,21 @@ def _add_serve(commands) -> None:
     serve.add_argument("--reload-interval-s", type=float, help="0: no hot reload (default 2)")
     serve.add_argument("--request-log", help="JSON Lines file (default logs/serve/requests.jsonl)")
     serve.set_defaults(run=_serve)
+    report = commands.add_parser(
+        "serve-report", help="the request logs of detflow serve as a side-by-side table"
+    )
+    report.add_argument("logs", nargs="+", help="JSON Lines request logs (rotated ones too)")
+    report.set_defaults(run=_serve_report)
+
+
+def _serve_report(args: argparse.Namespace) -> None:
+    from detflow.core.errors import DataError
+    from detflow.serve.report import markdown, read_logs, summarize
+
+    rows = summarize(read_logs(args.logs))
+    if not rows:
+        raise DataError(f"{', '.join(args.logs)}: no request records")
+    print(markdown(rows))
 
 
 def _add_predict(commands) -> None:

@@ -13,6 +13,7 @@ import httpx
 import onnx
 
 from detflow.serve.options import ModelSpec
+from detflow.serve.report import summarize
 from detflow.serve.routing import Router
 
 PNG = {"content-type": "image/png"}
@@ -95,6 +96,9 @@ def test_ab_shares_sticky_clients_and_a_shadow_that_changes_nothing(served_model
     primary = {r["request_id"]: r for r in log if not r["shadow"]}
     assert all(r["request_id"] in primary for r in shadow)
     assert all(r["detections"] == primary[r["request_id"]]["detections"] for r in shadow)
+    rows = {row["model"]: row for row in summarize(log)}  # detflow serve-report's table
+    assert rows["s"]["shadow"] and rows["s"]["agreement"] == 1.0  # the same model, mirrored
+    assert rows["a"]["requests"] + rows["b"]["requests"] == len(primary)
 
 
 def _metric(server, name: str) -> float:
