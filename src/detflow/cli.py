@@ -47,6 +47,13 @@ def _predict(args: argparse.Namespace) -> None:
         f"{summary['detections']} detections; mean latency {summary['mean_latency_ms']:.1f} ms, "
         f"{summary['fps']:.1f} FPS on {summary['provider']}; outputs in {summary['out_dir']}"
     )
+    if "stream" in summary:
+        stream = summary["stream"]
+        print(
+            f"live source: {stream.get('frames_read', 0)} frames read, "
+            f"{stream.get('dropped', 0)} dropped (inference takes the newest), "
+            f"{stream.get('reconnects', 0)} reconnects"
+        )
 
 
 def _serve(args: argparse.Namespace) -> None:

@@ -155,6 +155,7 @@ def _run(detector, items: Source, tmp: Path, *, threshold, visuals, progress) ->
         "score_threshold": threshold,
         "mean_latency_ms": float(np.mean(latencies)) if latencies else 0.0,
         "fps": records / wall_s if wall_s > 0 else 0.0,
+        **({"stream": dict(items.stats)} if items.live else {}),
     }
 
 
