@@ -79,8 +79,12 @@ def _serve(args: argparse.Namespace) -> None:
         reload_interval_s=args.reload_interval_s,
         request_log=args.request_log,
     )
-    print(f"detflow serve: http://{options.host}:{options.port} (Ctrl-C stops)", flush=True)
-    run(options)
+
+    def ready(server) -> None:
+        models = ", ".join(w.model.model_id for w in server.workers.values())
+        print(f"detflow serve: {models} on http://{options.host}:{options.port}", flush=True)
+
+    run(options, on_ready=ready)
 
 
 def _add_serve(commands) -> None:

@@ -53,3 +53,19 @@ def test_report_summarizes_models_and_shadow_agreement(tmp_path, capsys):
     assert main(["serve-report", *map(str, sorted(tmp_path.iterdir()))]) == 0
     assert "| a | answers | 5 |" in capsys.readouterr().out
     assert main(["serve-report", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_serve_config_errors_fail_in_one_line_before_listening(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "missing.onnx"), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model not found" in err
+    config = tmp_path / "serve.yaml"
+    config.write_text("serve:\n  max_batch: 0\n")
+    assert main(["serve", "--config", str(config)]) == 2
+    assert "serve.max_batch=0 must be an integer > 0" in capsys.readouterr().err
+    config.write_text("serve:\n  models: [{path: a.onnx, shadow: true}]\n")
+    assert main(["serve", "--config", str(config)]) == 2
+    assert "at least one model must not be a shadow" in capsys.readouterr().err
+    config.write_text("serve:\n  models: [{path: a.onnx, weight: 2}]\n")
+    assert main(["serve", "--config", str(config)]) == 2
+    assert "allowed keys: name, path, share, shadow" in capsys.readouterr().err

@@ -103,13 +103,15 @@ class Server:
         return self.ready and all(worker.alive for worker in self.workers.values())
 
 
-def create_app(options: ServeOptions) -> FastAPI:
-    """The API over a :class:`Server` started when the app starts (uvicorn's lifespan)."""
-    server = Server(options)
+def create_app(options: ServeOptions, server: Server | None = None) -> FastAPI:
+    """The API over ``server`` (a new :class:`Server` when None), started when the app starts
+    (uvicorn's lifespan) unless it already is, stopped when the app stops."""
+    server = server or Server(options)
 
     @asynccontextmanager
     async def lifespan(_app):
-        await run_in_threadpool(server.start)
+        if not server.ready:
+            await run_in_threadpool(server.start)
         try:
             yield
         finally:
@@ -356,12 +358,21 @@ def _error(server: Server, status: int, kind: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": kind, "detail": detail}, status_code=status)
 
 
-def run(options: ServeOptions) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn, one process: the workers are threads)."""
+def run(options: ServeOptions, *, on_ready=None) -> None:
+    """Load the models (DetflowError, before listening, when one cannot be), then serve until
+    SIGINT/SIGTERM (uvicorn, one process: the workers are threads)."""
     import uvicorn
 
+    server = Server(options)
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    if on_ready is not None:
+        on_ready(server)
     uvicorn.run(
-        create_app(options),
+        create_app(options, server),
         host=options.host,
         port=options.port,
         log_level="warning",

@@ -52,8 +52,8 @@ def load_model(name: str, path: str | Path, *, provider: str, threads: int) -> L
     """Open and warm up the model at ``path`` (ONNX file or folder); DetflowError if it cannot
     be loaded."""
     file = model_file(path)
-    sha = sha256_file(file)  # before opening: a file replaced meanwhile gets a new id next time
     detector = open_model(file, provider=provider, threads=threads)
+    sha = sha256_file(file)
     detector(np.zeros((3, 32, 32), np.float32))  # first run allocates: not on a request
     card_path = file.parent / "model_card.json"
     card = read_json(card_path) if card_path.is_file() else {}
