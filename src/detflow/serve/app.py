@@ -28,8 +28,10 @@ from starlette.concurrency import run_in_threadpool
 from detflow.core.draw import draw_boxes
 from detflow.core.errors import DataError
 from detflow.core.images import PixelLimitError, decode_rgb
+from detflow.deploy.reference import image_signals
 from detflow.deploy.runtime import detection_list
 from detflow.serve.batching import BatchWorker, LoadedModel, QueueFull, load_model
+from detflow.serve.drift import DriftMonitor
 from detflow.serve.monitoring import Metrics, RequestLog
 from detflow.serve.options import ServeOptions
 from detflow.serve.reload import ModelWatcher
@@ -61,6 +63,7 @@ class Server:
         )
         self.workers: dict[str, BatchWorker] = {}
         self.watcher: ModelWatcher | None = None
+        self.drift: dict[str, DriftMonitor | None] = {}
         self.ready = False
 
     def start(self) -> None:
@@ -76,6 +79,7 @@ class Server:
                 on_run=lambda m, size: self.metrics.batch.labels(m.name).observe(size),
             )
             self.metrics.set_model(spec.name, model.model_id)
+            self.drift[spec.name] = self._drift_monitor(model)
         if opts.reload_interval_s > 0:
             self.watcher = ModelWatcher(
                 self.workers,
@@ -95,7 +99,31 @@ class Server:
             worker.stop()
         self.request_log.close()
 
+    def _drift_monitor(self, model: LoadedModel) -> DriftMonitor | None:
+        if model.reference is None:
+            return None
+        opts = self.options
+
+        def publish(signal: str, value: float) -> None:
+            self.metrics.drift.labels(model.name, signal).set(value)
+
+        return DriftMonitor(
+            model.name,
+            model.reference,
+            model.detector.class_names,
+            window=opts.drift_window,
+            threshold=opts.drift_threshold,
+            min_images=opts.drift_min_images,
+            publish=publish,
+        )
+
+    def observe_drift(self, model: LoadedModel, image, output: dict) -> None:
+        monitor = self.drift.get(model.name)
+        if monitor is not None and monitor.reference is model.reference:
+            monitor.observe(image_signals(image, output))
+
     def _swapped(self, name: str, old: LoadedModel, new: LoadedModel) -> None:
+        self.drift[name] = self._drift_monitor(new)  # a new reference: a new window
         self.metrics.reloads.labels(name, "ok").inc()
         self.metrics.set_model(name, new.model_id, previous=old.model_id)
 
@@ -198,6 +226,7 @@ async def _detect(server: Server, request, score_threshold, max_detections, clas
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
     output, latency_ms, model = await asyncio.wrap_future(future)
+    server.observe_drift(model, image, output)
     request_id = uuid.uuid4().hex
     for shadow in server.router.shadows:
         _mirror(server, shadow, image, score_threshold, request_id)
@@ -325,6 +354,7 @@ def _mirror(server: Server, name: str, image, threshold, request_id: str) -> Non
     def done(result):
         if result.exception() is None:
             output, latency_ms, model = result.result()
+            server.observe_drift(model, image, output)
             _record(server, model, output, latency_ms, None, request_id, None, shadow=True)
 
     future.add_done_callback(done)

@@ -35,13 +35,15 @@ class QueueFull(Exception):
 @dataclass(frozen=True)
 class LoadedModel:
     """A detector with its identity: ``model_id`` is ``<name>@<sha256[:12]>`` of the file;
-    ``card`` the ``model_card.json`` beside it (or the ONNX metadata when there is none)."""
+    ``card`` the ``model_card.json`` beside it (or the ONNX metadata when there is none);
+    ``reference`` its ``reference.json`` (:mod:`detflow.deploy.reference`) or None."""
 
     name: str
     path: Path
     detector: OnnxDetector
     sha256: str
     card: dict
+    reference: dict | None = None
 
     @property
     def model_id(self) -> str:
@@ -59,7 +61,9 @@ def load_model(name: str, path: str | Path, *, provider: str, threads: int) -> L
     card = read_json(card_path) if card_path.is_file() else {}
     if not card or card.get("model_sha256") not in (None, sha):
         card = {"metadata": dict(detector.metadata), "note": "no matching model_card.json"}
-    return LoadedModel(name, file, detector, sha, card)
+    reference_path = file.parent / "reference.json"  # the optimize stage's (drift monitoring)
+    reference = read_json(reference_path) if reference_path.is_file() else None
+    return LoadedModel(name, file, detector, sha, card, reference)
 
 
 @dataclass

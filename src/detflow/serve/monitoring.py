@@ -25,7 +25,8 @@ class Metrics:
     ``detflow_detections_per_image{model}``, ``detflow_detection_score{model}``,
     ``detflow_detections_by_class_total{model,class_name}``, ``detflow_errors_total{kind}``,
     ``detflow_queue_depth{model}``, ``detflow_shadow_dropped_total{model}``,
-    ``detflow_model_reloads_total{model,result}``, ``detflow_model_info{model,model_id}``.
+    ``detflow_model_reloads_total{model,result}``, ``detflow_model_info{model,model_id}``,
+    ``detflow_drift_psi{model,signal}``.
     """
 
     def __init__(self):
@@ -93,6 +94,13 @@ class Metrics:
             "detflow_model_info",
             "1 for the loaded model id",
             ["model", "model_id"],
+            registry=registry,
+        )
+
+        self.drift = Gauge(
+            "detflow_drift_psi",
+            "Population stability index of the recent window against the reference",
+            ["model", "signal"],
             registry=registry,
         )
 

@@ -36,7 +36,9 @@ class ServeOptions(ConfigOptions):
     ``max_batch`` images or ``max_wait_ms`` per worker run; ``queue_size`` waiting images per
     model (then 503 with ``Retry-After``); ``max_upload_mb`` and ``max_pixels`` per image;
     ``reload_interval_s`` between checks of the model files (0: no hot reload);
-    ``request_log``: JSON Lines file (rotated at ``log_max_mb``, ``log_backups`` kept)."""
+    ``request_log``: JSON Lines file (rotated at ``log_max_mb``, ``log_backups`` kept);
+    drift against the model's ``reference.json`` over the last ``drift_window`` images (from
+    ``drift_min_images`` on), a warning when a PSI exceeds ``drift_threshold``."""
 
     SECTION = "serve"
 
@@ -57,15 +59,19 @@ class ServeOptions(ConfigOptions):
     log_max_mb: float = 50.0
     log_backups: int = 5
     client_header: str = "X-Client-Id"
+    drift_window: int = 500
+    drift_min_images: int = 50
+    drift_threshold: float = 0.25
 
     def check(self) -> None:
-        for key in ("max_batch", "queue_size", "max_pixels", "port"):
+        for key in ("max_batch", "queue_size", "max_pixels", "port", "drift_window"):
             require_positive(f"serve.{key}", getattr(self, key), integer=True)
         require_positive("serve.threads", self.threads, allow_zero=True, integer=True)
         require_positive("serve.log_backups", self.log_backups, allow_zero=True, integer=True)
         for key in ("max_wait_ms", "reload_interval_s"):
             require_positive(f"serve.{key}", getattr(self, key), allow_zero=True)
-        for key in ("max_upload_mb", "log_max_mb"):
+        require_positive("serve.drift_min_images", self.drift_min_images, integer=True)
+        for key in ("max_upload_mb", "log_max_mb", "drift_threshold"):
             require_positive(f"serve.{key}", getattr(self, key))
         specs = self.model_specs()
         if not any(not spec.shadow for spec in specs):
