@@ -148,6 +148,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--size", type=int, default=320, help="stand-in model's input size")
+    parser.add_argument(
+        "--soak", type=int, default=0, help="then N requests at concurrency 4, RSS every N/6"
+    )
+    parser.add_argument("--skip-table", action="store_true", help="only the ORT figure and soak")
     args = parser.parse_args()
     images = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".jpg", ".png"))
     tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
@@ -163,8 +167,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     memory = []
     for label, flags in (
-        ("off (max_batch 1)", ["--max-batch", "1", "--max-wait-ms", "0"]),
-        ("on (max_batch 8, 2 ms)", ["--max-batch", "8", "--max-wait-ms", "2"]),
+        ()
+        if args.skip_table
+        else (
+            ("off (max_batch 1)", ["--max-batch", "1", "--max-wait-ms", "0"]),
+            ("on (max_batch 8, 2 ms)", ["--max-batch", "8", "--max-wait-ms", "2"]),
+        )
     ):
         process, url = start_server(model, flags, tmp / f"{label[:3]}.jsonl")
         try:
@@ -188,7 +196,25 @@ def main() -> None:
             f"batching {label}: RSS {before:.0f} MB before, {after:.0f} MB after "
             f"{total} requests ({after - before:+.0f} MB)"
         )
+    if args.soak:
+        soak(model, bodies, args.soak, tmp)
     print(f"\ncpu cores: {os.cpu_count()}")
+
+
+def soak(model: Path, bodies: list, requests: int, tmp: Path) -> None:
+    """RSS of one server (batching on) over ``requests`` requests, in six steps."""
+    process, url = start_server(model, ["--max-batch", "8"], tmp / "soak.jsonl")
+    try:
+        load(url, bodies, 20, 2)
+        points, errors, step = [(0, rss_mb(process.pid))], 0, max(requests // 6, 1)
+        for done in range(step, requests + 1, step):
+            errors += load(url, bodies, step, 4)["errors"]
+            points.append((done, rss_mb(process.pid)))
+        print(f"soak, batching on, concurrency 4: {errors} errors; RSS MB after N requests:")
+        print(", ".join(f"{n}: {mb:.0f}" for n, mb in points))
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
 
 
 if __name__ == "__main__":
