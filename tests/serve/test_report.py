@@ -55,7 +55,8 @@ def test_report_summarizes_models_and_shadow_agreement(tmp_path, capsys):
     assert main(["serve-report", str(tmp_path / "missing.jsonl")]) == 2
 
 
-def test_serve_config_errors_fail_in_one_line_before_listening(tmp_path, capsys):
+def test_serve_config_errors_fail_in_one_line_before_listening(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(["serve", "--model", str(tmp_path / "missing.onnx"), "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model not found" in err
@@ -69,3 +70,4 @@ def test_serve_config_errors_fail_in_one_line_before_listening(tmp_path, capsys)
     config.write_text("serve:\n  models: [{path: a.onnx, weight: 2}]\n")
     assert main(["serve", "--config", str(config)]) == 2
     assert "allowed keys: name, path, share, shadow" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()  # nothing written when nothing was served

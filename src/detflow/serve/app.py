@@ -58,9 +58,7 @@ class Server:
         self.specs = options.model_specs()
         self.router = Router(self.specs)
         self.metrics = Metrics()
-        self.request_log = RequestLog(
-            options.request_log, max_mb=options.log_max_mb, backups=options.log_backups
-        )
+        self.request_log = RequestLog(None)  # opened by start(), once the models have loaded
         self.workers: dict[str, BatchWorker] = {}
         self.watcher: ModelWatcher | None = None
         self.drift: dict[str, DriftMonitor | None] = {}
@@ -80,6 +78,9 @@ class Server:
             )
             self.metrics.set_model(spec.name, model.model_id)
             self.drift[spec.name] = self._drift_monitor(model)
+        self.request_log = RequestLog(
+            opts.request_log, max_mb=opts.log_max_mb, backups=opts.log_backups
+        )
         if opts.reload_interval_s > 0:
             self.watcher = ModelWatcher(
                 self.workers,
