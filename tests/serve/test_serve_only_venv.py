@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from conftest import free_port
+from serve_helpers import free_port
 
 PYTHON = os.environ.get("DETFLOW_SERVE_PYTHON")
 

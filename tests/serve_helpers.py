@@ -1,5 +1,6 @@
-"""Fixtures for the HTTP server tests: one tiny real exported model (session-scoped), a few
-images, and a real ``detflow serve`` process on a free loopback port."""
+"""Helpers for the HTTP server tests (tests/serve/; the fixtures ``served_model`` and ``serve``
+in tests/conftest.py use them): one tiny real exported model, a few images, and a real
+``detflow serve`` process on a free loopback port."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -30,11 +30,9 @@ SERVE_SCRIPT = (
 )
 
 
-@pytest.fixture(scope="session")
-def served_model(tmp_path_factory) -> tuple[Path, Path]:
-    """(model.onnx, images folder): an untrained 2-class Faster R-CNN at 96 px (real
-    ImageNet features, so detections follow the pixels) and four noise images."""
-    work = tmp_path_factory.mktemp("serve-model")
+def export_served_model(work: Path) -> tuple[Path, Path]:
+    """(model.onnx, images folder) under ``work``: an untrained 2-class Faster R-CNN at 96 px
+    (real ImageNet features, so detections follow the pixels) and four noise images."""
     folder = work / "images"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -112,20 +110,3 @@ class ServeProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode, self.process.stdout.read()
-
-
-@pytest.fixture
-def serve(tmp_path):
-    """``serve(args)`` starts a server (stopped after the test; it must exit 0 without having
-    imported torch)."""
-    started = []
-
-    def start(args: list[str]) -> ServeProcess:
-        server = ServeProcess(args, cwd=tmp_path)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        code, output = server.stop()
-        assert code == 0, output[-3000:]
