@@ -148,3 +148,28 @@ def test_every_bad_input_gets_its_4xx_and_the_server_lives(served_model, serve):
     errors = _metrics(server)
     assert errors[("detflow_errors_total", ("kind", "too_many_pixels"))] == 4
     assert errors[("detflow_requests_total", ("model", "none"), ("status", "415"))] == 8
+
+
+def test_a_server_bug_answers_500_json_and_the_worker_lives(served_model, monkeypatch, tmp_path):
+    """In process (TestClient): a failure after inference is the server's, not the client's."""
+    from fastapi.testclient import TestClient
+
+    from detflow.serve import app as serve_app
+    from detflow.serve.options import load_options
+
+    model, folder = served_model
+    options = load_options(models=[{"path": str(model)}], request_log=str(tmp_path / "r.jsonl"))
+    data = (folder / "img0.png").read_bytes()
+    with TestClient(serve_app.create_app(options), raise_server_exceptions=False) as client:
+        calls = []
+
+        def broken(*args):
+            calls.append(args)
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(serve_app, "detection_list", broken)
+        response = client.post("/v1/detect", content=data, headers={"content-type": "image/png"})
+        assert response.status_code == 500 and response.json()["error"] == "internal"
+        monkeypatch.undo()
+        again = client.post("/v1/detect", content=data, headers={"content-type": "image/png"})
+        assert again.status_code == 200 and calls

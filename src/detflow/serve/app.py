@@ -161,6 +161,11 @@ def create_app(options: ServeOptions, server: Server | None = None) -> FastAPI:
         )
         return _error(server, 422, "bad_query", detail)
 
+    @app.exception_handler(Exception)
+    async def _internal(_request, exc: Exception):  # a bug, never the client's input
+        log.error("internal error: %s", exc, exc_info=exc)
+        return _error(server, 500, "internal", f"{type(exc).__name__}: the server failed")
+
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok"}
