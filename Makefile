@@ -7,11 +7,12 @@ export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install weights params repro test test-fast lint format lock
+.PHONY: help install weights params repro serve test test-fast lint format lock
 
 help:
 	@echo "make repro   create $(VENV), install pinned deps, fetch offline weights, run dvc repro"
 	@echo "make test    install dev extras if missing, run the whole test suite"
+	@echo "make serve   HTTP API on models/deploy at http://127.0.0.1:8000 (SERVE_ARGS=...)"
 	@echo "make params  regenerate params.yaml from conf/ (as dvc exp run does)"
 	@echo "make lint    ruff check + format check + import contracts;  make lock  re-pin constraints.txt"
 
@@ -35,6 +36,11 @@ params: $(STAMP)
 
 repro: $(STAMP) weights
 	$(BIN)/dvc repro
+
+# The deploy model behind the HTTP API (docs/deployment.md#serve); needs `make repro` first.
+SERVE_ARGS ?=
+serve: $(STAMP)
+	$(BIN)/detflow serve --model models/deploy $(SERVE_ARGS)
 
 test: $(STAMP) weights
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,5 +1,6 @@
 """optimize: variants (optimize.*) of the export benchmarked on the test split; the fastest
-within the accuracy budget is deployed with its model card."""
+within the accuracy budget is deployed with its model card and the reference distributions
+`detflow serve` measures drift against (reference.json, from the test split)."""
 
 from pathlib import Path
 
@@ -11,7 +12,9 @@ from detflow.deploy.benchmark import (
     latency_points,
     markdown_table,
 )
+from detflow.deploy.onnx_detector import OnnxDetector
 from detflow.deploy.publish import deploy, source_commit
+from detflow.deploy.reference import write_reference
 from detflow.deploy.variants import OptimizeOptions
 
 from _app import log, stage
@@ -20,11 +23,12 @@ from _app import log, stage
 @stage
 def main(cfg: dict, root: Path) -> dict:
     paths = cfg["paths"]
+    test = DetectionDataset(Path(paths["split"]) / "test.json")
     variants, table = build_and_benchmark(
         onnx_path=Path(paths["export"]) / "model.onnx",
         out_dir=root / paths["optimized"],
         val=DetectionDataset(Path(paths["split"]) / "val.json"),
-        test=DetectionDataset(Path(paths["split"]) / "test.json"),
+        test=test,
         options=OptimizeOptions.from_config(cfg["optimize"]),
     )
     reports = root / paths["reports"] / "optimize"
@@ -38,6 +42,12 @@ def main(cfg: dict, root: Path) -> dict:
         row=table[best],
         out_dir=root / paths["deploy"],
         commit=source_commit(),
+    )
+    deployed = root / paths["deploy"]
+    write_reference(
+        detector=OnnxDetector(deployed / "model.onnx"),
+        image_paths=[test.image_path(index) for index in range(len(test))],
+        out_path=deployed / "reference.json",
     )
     return {"deployed": best, **{name: row["status"] for name, row in table.items()}}
 

@@ -65,3 +65,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def served_model(tmp_path_factory):
+    """(model.onnx, images folder) for the server tests (tests/serve_helpers.py)."""
+    from serve_helpers import export_served_model
+
+    return export_served_model(tmp_path_factory.mktemp("serve-model"))
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """``serve(args)`` starts ``detflow serve`` on a free loopback port (stopped after the
+    test; it must exit 0 without having imported torch)."""
+    from serve_helpers import ServeProcess
+
+    started = []
+
+    def start(args: list[str]):
+        server = ServeProcess(args, cwd=tmp_path)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        code, output = server.stop()
+        assert code == 0, output[-3000:]

@@ -47,6 +47,79 @@ def _predict(args: argparse.Namespace) -> None:
         f"{summary['detections']} detections; mean latency {summary['mean_latency_ms']:.1f} ms, "
         f"{summary['fps']:.1f} FPS on {summary['provider']}; outputs in {summary['out_dir']}"
     )
+    if "stream" in summary:
+        stream = summary["stream"]
+        print(
+            f"live source: {stream.get('frames_read', 0)} frames read, "
+            f"{stream.get('dropped', 0)} dropped (inference takes the newest), "
+            f"{stream.get('reconnects', 0)} reconnects"
+        )
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from detflow.serve.app import run
+    from detflow.serve.options import load_options
+
+    models = None
+    if args.model:
+        models = [
+            {"name": f"m{i}" if len(args.model) > 1 else "deploy", "path": path}
+            for i, path in enumerate(args.model)
+        ]
+    options = load_options(
+        args.config,
+        host=args.host,
+        port=args.port,
+        models=models,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        queue_size=args.queue_size,
+        max_upload_mb=args.max_upload_mb,
+        threads=args.threads,
+        reload_interval_s=args.reload_interval_s,
+        request_log=args.request_log,
+    )
+
+    def ready(server) -> None:
+        models = ", ".join(w.model.model_id for w in server.workers.values())
+        print(f"detflow serve: {models} on http://{options.host}:{options.port}", flush=True)
+
+    run(options, on_ready=ready)
+
+
+def _add_serve(commands) -> None:
+    serve = commands.add_parser(
+        "serve", help="HTTP API over the deploy model (detect, model card, health, metrics)"
+    )
+    serve.add_argument("--config", help="YAML file with a 'serve:' mapping (docs/deployment.md)")
+    serve.add_argument(
+        "--model", action="append", help="ONNX file or folder (repeat for A/B; default: config)"
+    )
+    serve.add_argument("--host", help="default 127.0.0.1")
+    serve.add_argument("--port", type=int, help="default 8000")
+    serve.add_argument("--max-batch", type=int, help="images per worker run (default 8)")
+    serve.add_argument("--max-wait-ms", type=float, help="wait for a run to fill (default 2)")
+    serve.add_argument("--queue-size", type=int, help="waiting images, then 503 (default 64)")
+    serve.add_argument("--max-upload-mb", type=float, help="default 10")
+    serve.add_argument("--threads", type=int, help="ORT threads (default 0: all cores)")
+    serve.add_argument("--reload-interval-s", type=float, help="0: no hot reload (default 2)")
+    serve.add_argument("--request-log", help="JSON Lines file (default logs/serve/requests.jsonl)")
+    serve.set_defaults(run=_serve)
+    report = commands.add_parser(
+        "serve-report", help="the request logs of detflow serve as a side-by-side table"
+    )
+    report.add_argument("logs", nargs="+", help="JSON Lines request logs (rotated ones too)")
+    report.set_defaults(run=_serve_report)
+
+
+def _serve_report(args: argparse.Namespace) -> None:
+    from detflow.core.errors import DataError
+    from detflow.serve.report import markdown, read_logs, summarize
+
+    rows = summarize(read_logs(args.logs))
+    if not rows:
+        raise DataError(f"{', '.join(args.logs)}: no request records")
+    print(markdown(rows))
 
 
 def _add_predict(commands) -> None:
@@ -96,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     convert.set_defaults(run=_convert)
     _add_predict(commands)
+    _add_serve(commands)
     args = parser.parse_args(argv)
     try:
         args.run(args)

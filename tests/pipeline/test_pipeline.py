@@ -37,6 +37,7 @@ def test_all_eight_stages_produce_their_outputs(tiny_repo):
         "models/optimized/fp16.onnx",
         "models/deploy/model.onnx",
         "models/deploy/model_card.json",
+        "models/deploy/reference.json",
         "reports/optimize/latency.json",
     ):
         assert (tiny_repo / path).is_file(), path
@@ -50,6 +51,8 @@ def test_all_eight_stages_produce_their_outputs(tiny_repo):
     card = json.loads((tiny_repo / "models/deploy/model_card.json").read_text())
     assert statuses[card["variant"]] == "ok" and card["class_names"] == ["circle", "square"]
     assert len(card["source_commit"]) == 40
+    reference = json.loads((tiny_repo / "models/deploy/reference.json").read_text())
+    assert reference["images"] > 0 and "brightness" in reference["signals"]  # serve's drift
     metrics = json.loads(_dvc(tiny_repo, "metrics", "show", "--json").stdout)
     flat = json.dumps(metrics)
     for key in ("map50_95", "map50", "max_box_error_px", "latency_ms_p50", "size_mb"):

@@ -23,74 +23,44 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 from tqdm import tqdm
 
 from detflow.core.draw import draw_boxes
-from detflow.core.errors import ConfigError, DetflowError, require_choice
+from detflow.core.errors import DetflowError
 from detflow.core.files import atomic_dir, write_json
 from detflow.core.images import DEFAULT_MAX_PIXELS
-from detflow.deploy.onnx_detector import OnnxDetector
 from detflow.deploy.predict_inputs import Item, Source, open_source
+from detflow.deploy.runtime import (
+    PROVIDERS,
+    detect,
+    detection_list,
+    image_input,
+    model_threshold,
+    open_model,
+    providers_for,
+)
 
-PROVIDERS = {
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-}
 SAVE_AS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}
-
-
-def providers_for(name: str) -> list[str]:
-    """ORT execution providers for ``cpu`` | ``cuda`` | ``tensorrt`` (each falls back to the
-    next); raises ConfigError when this onnxruntime build lacks the first one."""
-    require_choice("provider", name, PROVIDERS)
-    wanted = PROVIDERS[name][0]
-    available = ort.get_available_providers()
-    if wanted not in available:
-        raise ConfigError(
-            f"provider={name}: {wanted} is not in this onnxruntime build (available: "
-            f"{', '.join(available)}); install onnxruntime-gpu for cuda/tensorrt or use cpu"
-        )
-    return PROVIDERS[name]
-
-
-def open_model(path: str | Path, *, provider: str = "cpu", threads: int = 0) -> OnnxDetector:
-    """The detector at ``path``: an ONNX file or a folder holding ``model.onnx``
-    (``models/deploy``). Raises DetflowError for a missing or non-detflow model."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.onnx"
-    return OnnxDetector(path, providers=providers_for(provider), threads=threads)
-
-
-def image_input(image: np.ndarray) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB → the model's ``[3, H, W]`` float32 input in 0..1 (the
-    ``detflow_input`` metadata; the same values as the training stack's tensors)."""
-    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+__all__ = [  # re-exported from detflow.deploy.runtime for callers of this module
+    "PROVIDERS",
+    "image_input",
+    "open_model",
+    "predict_source",
+    "providers_for",
+]
 
 
 def detection_record(item: Item, output: dict, class_names: list[str], latency_ms: float) -> dict:
     """One JSON Lines record: source, frame, image size and the detections (``box`` xyxy
     pixels, ``class``, ``class_id`` 1..C, ``score``), highest score first."""
     height, width = item.image.shape[:2]
-    order = np.argsort(-output["scores"], kind="stable")
-    detections = [
-        {
-            "box": [round(float(v), 3) for v in output["boxes"][i]],
-            "class": class_names[int(output["labels"][i]) - 1],
-            "class_id": int(output["labels"][i]),
-            "score": round(float(output["scores"][i]), 6),
-        }
-        for i in order
-    ]
     return {
         "source": item.source,
         "frame": item.frame,
         "width": width,
         "height": height,
-        "detections": detections,
+        "detections": detection_list(output, class_names),
         "latency_ms": round(latency_ms, 3),
     }
 
@@ -114,7 +84,7 @@ def predict_source(
     detections at or above it (default: the model's own, which is what evaluate uses).
     Unreadable images and frames are skipped and listed."""
     detector = open_model(model, provider=provider, threads=threads)
-    threshold = _threshold(detector, score_threshold)
+    threshold = model_threshold(detector, score_threshold)
     items = open_source(source, max_frames=max_frames, max_pixels=max_pixels)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(items)
     with atomic_dir(out_dir) as tmp:
@@ -147,14 +117,6 @@ def default_out_dir(items: Source) -> Path:
     return Path("predictions") / (re.sub(r"[^\w.-]+", "_", name).strip("._") or "source")
 
 
-def _threshold(detector: OnnxDetector, score_threshold: float | None) -> float:
-    if score_threshold is None:
-        return float(detector.metadata["detflow_score_threshold"])
-    if not 0 <= score_threshold <= 1:
-        raise ConfigError(f"score_threshold={score_threshold!r} must be in 0..1")
-    return float(score_threshold)
-
-
 def _run(detector, items: Source, tmp: Path, *, threshold, visuals, progress) -> dict:
     records = skipped = detections = 0
     latencies, skipped_items = [], []
@@ -171,7 +133,7 @@ def _run(detector, items: Source, tmp: Path, *, threshold, visuals, progress) ->
                     )
                     bar.write(f"skipped: {item.error}", file=sys.stderr)
                     continue
-                output, latency_ms = _detect(detector, item.image, threshold)
+                output, latency_ms = detect(detector, item.image, threshold)
                 record = detection_record(item, output, detector.class_names, latency_ms)
                 lines.write(json.dumps(record) + "\n")
                 records += 1
@@ -193,16 +155,8 @@ def _run(detector, items: Source, tmp: Path, *, threshold, visuals, progress) ->
         "score_threshold": threshold,
         "mean_latency_ms": float(np.mean(latencies)) if latencies else 0.0,
         "fps": records / wall_s if wall_s > 0 else 0.0,
+        **({"stream": dict(items.stats)} if items.live else {}),
     }
-
-
-def _detect(detector: OnnxDetector, image: np.ndarray, threshold: float) -> tuple[dict, float]:
-    start = time.perf_counter()
-    output = detector(image_input(image))
-    latency_ms = (time.perf_counter() - start) * 1000
-    output = {key: np.asarray(value) for key, value in output.items()}
-    keep = output["scores"] >= threshold
-    return {key: value[keep] for key, value in output.items()}, latency_ms
 
 
 class _ImageSink:

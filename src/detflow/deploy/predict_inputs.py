@@ -21,6 +21,7 @@ from detflow.core.errors import DataError, require_positive
 from detflow.core.images import DEFAULT_MAX_PIXELS, check_pixel_limit, load_rgb
 from detflow.data.formats.common import IMAGE_SUFFIXES
 from detflow.data.formats.video import VIDEO_SUFFIXES
+from detflow.deploy.stream_reader import LatestFrameReader
 
 STREAM_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
@@ -40,7 +41,9 @@ class Item:
 @dataclass
 class Source:
     """``kind``: ``images`` (``paths`` under ``base``) or ``video`` (``target``: a file
-    path, a camera index or a stream URL)."""
+    path, a camera index or a stream URL). ``live`` (cameras, streams): frames are read on
+    their own thread and inference takes the newest (:mod:`detflow.deploy.stream_reader`);
+    ``stats`` then holds ``frames_read``, ``dropped`` and ``reconnects``."""
 
     kind: str
     name: str
@@ -51,6 +54,10 @@ class Source:
     max_pixels: int = DEFAULT_MAX_PIXELS
     fps: float = 30.0
     total: int | None = None
+    live: bool = False
+    reconnect_s: float = 1.0
+    max_reconnects: int = 5
+    stats: dict = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Item]:
         if self.kind == "images":
@@ -68,6 +75,9 @@ class Source:
                 yield Item(str(path), None, name, image=array)
 
     def _frames(self) -> Iterator[Item]:
+        if self.live:
+            yield from self._live_frames()
+            return
         capture = _open_capture(self.target, self.name)
         try:
             index = 0
@@ -79,6 +89,25 @@ class Source:
                 index += 1
         finally:
             capture.release()
+
+    def _live_frames(self) -> Iterator[Item]:
+        reader = LatestFrameReader(
+            lambda: _open_capture(self.target, self.name),
+            reconnect_s=self.reconnect_s,
+            max_reconnects=self.max_reconnects,
+        )
+        frames, taken = iter(reader), 0
+        try:
+            while self.max_frames is None or taken < self.max_frames:
+                index_bgr = next(frames, None)
+                if index_bgr is None:
+                    break
+                taken += 1
+                yield _frame_item(index_bgr[1], index_bgr[0], self.name, self.max_pixels)
+                self.stats = reader.stats()
+        finally:
+            reader.close()
+            self.stats = reader.stats()
 
 
 def open_source(
@@ -99,9 +128,9 @@ def open_source(
     text = str(spec)
     common = {"max_frames": max_frames, "max_pixels": max_pixels}
     if text.isdigit():
-        return _video(f"camera{text}", int(text), **common)
+        return _video(f"camera{text}", int(text), live=True, **common)
     if text.lower().startswith(STREAM_SCHEMES):
-        return _video("stream", text, **common)
+        return _video("stream", text, live=True, **common)
     path = Path(text)
     if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
         return _video(path.stem, str(path), **common)
@@ -126,7 +155,7 @@ def _images(paths: list[Path], base: Path | None, text: str, max_pixels: int) ->
     return Source("images", text, paths=paths, base=base, max_pixels=max_pixels, total=len(paths))
 
 
-def _video(name: str, target: str | int, *, max_frames, max_pixels) -> Source:
+def _video(name: str, target: str | int, *, max_frames, max_pixels, live=False) -> Source:
     capture = _open_capture(target, name)
     try:
         fps = capture.get(cv2.CAP_PROP_FPS)
@@ -147,6 +176,7 @@ def _video(name: str, target: str | int, *, max_frames, max_pixels) -> Source:
         max_pixels=max_pixels,
         fps=fps if fps and 0 < fps <= 1000 else 30.0,
         total=total,
+        live=live,
     )
 
 

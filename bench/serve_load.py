@@ -1,0 +1,221 @@
+"""Benchmark: detflow serve under load on 127.0.0.1, against ONNX Runtime in one process.
+
+Starts ``detflow serve`` (a subprocess, one model, no hot reload) twice: without batching
+(``--max-batch 1 --max-wait-ms 0``) and with it (``--max-batch 8 --max-wait-ms 2``). For each
+it sends ``--requests`` images (raw PNG/JPEG bodies, keep-alive clients) at each concurrency in
+``--concurrency`` and prints p50/p95/p99 latency, throughput, errors, and the server's RSS
+before the first and after the last request. First it measures ONNX Runtime alone: the same
+images, decoded beforehand, one after another in this process (the "single-process ORT"
+throughput the server is compared with). Clients run in this process, on the same cores.
+
+``--model`` defaults to ``models/deploy``; when that is missing (no ``dvc repro`` here) a
+stand-in is exported: an untrained ``fasterrcnn_mobilenet_v2`` at ``--size`` px with ImageNet
+backbone weights (same graph as the default model; needs torch, for the export only).
+
+Usage: python bench/serve_load.py [--model models/deploy] [--images DIR] [--requests 300]
+       [--concurrency 1 4 8 16] [--size 320]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from detflow.core.images import load_rgb
+from detflow.deploy.runtime import detect, model_threshold, open_model
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = REPO / "data" / "sources" / "thermal_dogs_people" / "test" / "images"
+
+
+def stand_in_model(out: Path, size: int, images: list[Path]) -> Path:
+    import torch
+
+    from detflow.data.torch_dataset import image_to_tensor
+    from detflow.deploy.export import ExportOptions, export_verified
+    from detflow.model.build import build_model
+
+    torch.manual_seed(0)
+    model = build_model(
+        name="fasterrcnn_mobilenet_v2",
+        num_classes=2,
+        backbone_weights="IMAGENET1K_V1",
+        min_size=size,
+        max_size=size,
+        score_threshold=0.05,
+        max_detections=100,
+    ).eval()
+    export_verified(
+        model=model,
+        onnx_path=out,
+        images=[image_to_tensor(load_rgb(p)) for p in images[:2]],
+        names=[p.name for p in images[:2]],
+        class_names=["dog", "person"],
+        config={},
+        options=ExportOptions(opset=17, parity_images=2),
+    )
+    return out
+
+
+def ort_throughput(model: Path, images: list[Path], count: int) -> float:
+    detector = open_model(model)
+    arrays = [np.asarray(load_rgb(p)) for p in images]
+    threshold = model_threshold(detector, None)
+    detect(detector, arrays[0], threshold)
+    start = time.perf_counter()
+    for index in range(count):
+        detect(detector, arrays[index % len(arrays)], threshold)
+    return count / (time.perf_counter() - start)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(model: Path, args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "detflow.cli", "serve", "--model", str(model)]
+    command += ["--port", str(port), "--reload-interval-s", "0", "--request-log", str(log)]
+    command += ["--queue-size", "256", *args]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("server did not become ready")
+
+
+def load(url: str, bodies: list[tuple[bytes, str]], requests: int, concurrency: int) -> dict:
+    latencies, errors, lock = [], [0], threading.Lock()
+    counter = iter(range(requests))
+
+    def client():
+        with httpx.Client(base_url=url, timeout=120) as session:
+            for index in counter:
+                data, kind = bodies[index % len(bodies)]
+                start = time.perf_counter()
+                try:
+                    ok = (
+                        session.post(
+                            "/v1/detect", content=data, headers={"content-type": kind}
+                        ).status_code
+                        == 200
+                    )
+                except httpx.HTTPError:
+                    ok = False
+                elapsed = time.perf_counter() - start
+                with lock:
+                    if ok:
+                        latencies.append(elapsed)
+                    else:
+                        errors[0] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    p50, p95, p99 = (np.percentile(latencies, q) * 1000 for q in (50, 95, 99))
+    return {"p50": p50, "p95": p95, "p99": p99, "rps": len(latencies) / wall, "errors": errors[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=str(REPO / "models" / "deploy"))
+    parser.add_argument("--images", default=str(IMAGES))
+    parser.add_argument("--requests", type=int, default=300, help="per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--size", type=int, default=320, help="stand-in model's input size")
+    parser.add_argument(
+        "--soak", type=int, default=0, help="then N requests at concurrency 4, RSS every N/6"
+    )
+    parser.add_argument("--skip-table", action="store_true", help="only the ORT figure and soak")
+    args = parser.parse_args()
+    images = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
+    model = Path(args.model)
+    if not (model / "model.onnx").exists() and not model.is_file():
+        print(f"{model}: missing; exporting a stand-in (untrained, {args.size} px)")
+        model = stand_in_model(tmp / "model.onnx", args.size, images)
+    kinds = {".jpg": "image/jpeg", ".png": "image/png"}
+    bodies = [(p.read_bytes(), kinds[p.suffix.lower()]) for p in images]
+    base = ort_throughput(model, images, min(args.requests, 200))
+    print(f"{len(images)} images; ONNX Runtime alone, one process: {base:.1f} img/s\n")
+    print("| batching | concurrency | p50 ms | p95 ms | p99 ms | req/s | × ORT alone | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    memory = []
+    for label, flags in (
+        ()
+        if args.skip_table
+        else (
+            ("off (max_batch 1)", ["--max-batch", "1", "--max-wait-ms", "0"]),
+            ("on (max_batch 8, 2 ms)", ["--max-batch", "8", "--max-wait-ms", "2"]),
+        )
+    ):
+        process, url = start_server(model, flags, tmp / f"{label[:3]}.jsonl")
+        try:
+            load(url, bodies, 20, 2)  # warm-up
+            before, total = rss_mb(process.pid), 0
+            for concurrency in args.concurrency:
+                r = load(url, bodies, args.requests, concurrency)
+                total += args.requests
+                print(
+                    f"| {label} | {concurrency} | {r['p50']:.1f} | {r['p95']:.1f} | "
+                    f"{r['p99']:.1f} | {r['rps']:.1f} | {r['rps'] / base:.2f} | {r['errors']} |",
+                    flush=True,
+                )
+            memory.append((label, total, before, rss_mb(process.pid)))
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(30)
+    print()
+    for label, total, before, after in memory:
+        print(
+            f"batching {label}: RSS {before:.0f} MB before, {after:.0f} MB after "
+            f"{total} requests ({after - before:+.0f} MB)"
+        )
+    if args.soak:
+        soak(model, bodies, args.soak, tmp)
+    print(f"\ncpu cores: {os.cpu_count()}")
+
+
+def soak(model: Path, bodies: list, requests: int, tmp: Path) -> None:
+    """RSS of one server (batching on) over ``requests`` requests, in six steps."""
+    process, url = start_server(model, ["--max-batch", "8"], tmp / "soak.jsonl")
+    try:
+        load(url, bodies, 20, 2)
+        points, errors, step = [(0, rss_mb(process.pid))], 0, max(requests // 6, 1)
+        for done in range(step, requests + 1, step):
+            errors += load(url, bodies, step, 4)["errors"]
+            points.append((done, rss_mb(process.pid)))
+        print(f"soak, batching on, concurrency 4: {errors} errors; RSS MB after N requests:")
+        print(", ".join(f"{n}: {mb:.0f}" for n, mb in points))
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+
+
+if __name__ == "__main__":
+    main()
