@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dvclive import Live
 
+from detflow.core.files import write_json
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.train.distributed import is_main_process
 from detflow.train.loop import train_detector
@@ -29,6 +30,10 @@ def main(cfg: dict, root: Path) -> dict:
             report=None,
         )
 
+    def log_data_check(check: dict) -> None:
+        write_json(root / paths["reports"] / "train" / "data_check.json", check)
+        live.summary["best_possible_recall"] = check["best_possible_recall"]
+
     def log_epoch(epoch: int, metrics: dict) -> None:
         for key, value in metrics.items():
             if key != "epoch":
@@ -45,6 +50,8 @@ def main(cfg: dict, root: Path) -> dict:
             options=options,
             config=cfg,
             on_epoch_end=log_epoch if live else None,
+            test_json=Path(paths["split"]) / "test.json",
+            on_data_check=log_data_check if live else None,
         )
     return best
 
