@@ -40,7 +40,7 @@ from detflow.model.checkpoint_file import (
 )
 from detflow.model.postprocess import model_kwargs
 from detflow.model.postprocess_config import PostprocessOptions
-from detflow.train import data_check, distributed
+from detflow.train import data_check, distributed, stall
 from detflow.train.optimizers import Schedule, build_optimizer
 from detflow.train.options import RESUMABLE_KEYS, TrainOptions
 
@@ -72,6 +72,7 @@ class _Run:
     amp_dtype: torch.dtype | None
     meta: dict
     lrs: dict = dataclasses.field(default_factory=dict)  # at the last optimizer step
+    stall_warned: bool = False
     history: list = dataclasses.field(default_factory=list)
     best: dict = dataclasses.field(
         default_factory=lambda: {"map50": -1.0, "epoch": 0, "since": 0, "stopped": False}
@@ -246,12 +247,25 @@ def _fit(run: _Run, val_set, out_dir: Path, on_epoch_end) -> dict:
         metrics.update(_validate(run, val_set))
         run.schedule.end_epoch(metrics["val_map50"])
         _record(run, metrics, out_dir)
+        _check_stall(run)
         maybe_kill("train.epoch")
         if on_epoch_end and world.is_main:
             on_epoch_end(epoch, metrics)
     if not run.history:
         raise DetflowError(f"{out_dir}: no epoch trained (train.epochs={options.epochs})")
     return run.history[run.best["epoch"] - 1]
+
+
+def _check_stall(run: _Run) -> None:
+    """Warn once (rank 0) when the run has stalled (:mod:`detflow.train.stall`)."""
+    if run.stall_warned or not run.world.is_main:
+        return
+    steps = max(1, -(-len(run.loader) // run.options.accumulate))
+    if stall.stalled(run.history, warmup_epochs=-(-run.options.warmup_steps // steps)):
+        run.stall_warned = True
+        log.warning(
+            stall.stall_warning(run.history, check=run.meta["data_check"], lr=run.options.lr)
+        )
 
 
 def _train_epoch(run: _Run, net: nn.Module, epoch: int, out_dir: Path) -> dict:
