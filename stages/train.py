@@ -1,6 +1,5 @@
-"""train: fit model.* on the augmented train split with train.*; checkpoints in paths.train,
-per-epoch curves (DVCLive) in paths.reports/train. Under `torchrun` every process runs this;
-only rank 0 writes."""
+"""train: fit model.* on the augmented train split with train.*: checkpoints in paths.train;
+curves (DVCLive), data check, auto choices in paths.reports/train (torchrun: rank 0 writes)."""
 
 import contextlib
 from pathlib import Path
@@ -9,6 +8,7 @@ from dvclive import Live
 
 from detflow.core.files import write_json
 from detflow.model.postprocess_config import PostprocessOptions
+from detflow.train.data_check import summary_metrics
 from detflow.train.distributed import is_main_process
 from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
@@ -32,7 +32,7 @@ def main(cfg: dict, root: Path) -> dict:
 
     def log_data_check(check: dict) -> None:
         write_json(root / paths["reports"] / "train" / "data_check.json", check)
-        live.summary["best_possible_recall"] = check["best_possible_recall"]
+        live.summary.update(summary_metrics(check))  # every auto choice, in dvc exp show
 
     def log_epoch(epoch: int, metrics: dict) -> None:
         for key, value in metrics.items():

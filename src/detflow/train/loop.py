@@ -39,7 +39,7 @@ from detflow.model.checkpoint_file import (
     stored_postprocess,
 )
 from detflow.model.postprocess import model_kwargs
-from detflow.model.postprocess_config import PostprocessOptions
+from detflow.model.postprocess_config import DEFAULT_MAX_DETECTIONS, PostprocessOptions
 from detflow.train import data_check, distributed, stall
 from detflow.train.optimizers import Schedule, build_optimizer
 from detflow.train.options import RESUMABLE_KEYS, TrainOptions
@@ -128,7 +128,9 @@ def train_detector(
 def _setup(model_config, postprocess, train_json, options, world, device, test_json) -> _Run:
     torch.set_num_threads(options.threads or max(1, (os.cpu_count() or 1) // world.size))
     train_set = DetectionDataset(train_json)
-    check = _check_data(model_config, postprocess, train_set, test_json, world)
+    model_config, postprocess, check = _check_data(
+        model_config, postprocess, train_set, test_json, world
+    )
     seeding.seed_everything(options.seed)  # after the check's model: training's RNG untouched
     if options.aspect_ratio_grouping and world.size > 1:
         raise ConfigError(
@@ -196,20 +198,27 @@ def _setup(model_config, postprocess, train_json, options, world, device, test_j
     )
 
 
-def _check_data(model_config, postprocess, train_set, test_json, world) -> dict:
-    """:func:`detflow.train.data_check.check_data` on a from-scratch copy of the model."""
+def _check_data(model_config, postprocess, train_set, test_json, world):
+    """:func:`detflow.train.data_check.check_data` on a from-scratch copy of the model, built
+    with the defaults where the config says ``auto``; then every ``auto`` resolved from it.
+    Returns the resolved model config and post-processing, and the check."""
     model = build_model(
         **{**model_config, "weights": "none", "backbone_weights": "none"},
         num_classes=len(train_set.class_names),
-        **model_kwargs(postprocess),
+        **model_kwargs(postprocess.with_max_detections(DEFAULT_MAX_DETECTIONS)),
     )
     test = manifest.load_dataset(test_json) if test_json else None
     check = data_check.check_data(model, train_set.dataset, test_dataset=test)
+    model_config, postprocess, choices = data_check.resolve_auto(
+        model_config, postprocess, model, check, train_set.dataset
+    )
     if world.is_main:
         log.info(data_check.summary_line(check))
+        for key, choice in choices.items():
+            log.info("auto: %s=%s (%s)", key, choice["value"], choice["reason"])
         for warning in check["budgets"]["warnings"]:
             log.warning("data check: %s", warning)
-    return check
+    return model_config, postprocess, check
 
 
 def _amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
