@@ -87,5 +87,6 @@ def test_check_data_reports_budgets_against_the_densest_images(faster):
     budgets = check["budgets"]
     assert budgets["rois_per_image"] == 64 and budgets["positive_rois_per_image"] == 16
     assert budgets["densest_boxes"] == 40 and budgets["max_detections"] == 100
-    assert len(budgets["warnings"]) == 1 and "model.rois_per_image >= 512" in budgets["warnings"][0]
+    (warning,) = budgets["warnings"]
+    assert "model.rois_per_image >= 1024" in warning
     assert "best possible recall" in data_check.summary_line(check)

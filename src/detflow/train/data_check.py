@@ -192,7 +192,7 @@ def budgets(model: nn.Module, report: dict, *, test_report: dict | None = None) 
             out["warnings"].append(
                 f"{rois} RoIs per image leave {positives} positives for {p95:g} boxes (p95 of "
                 f"boxes per image): fewer than 4 per box; set model.rois_per_image >= "
-                f"{rois_for(p95, default=rois)}"
+                f"{rois_for(p95, default=rois, cap=4096)}"
             )
     detections = getattr(heads, "detections_per_img", None)
     if detections is not None:
