@@ -27,6 +27,7 @@ from detflow.core.errors import DetflowError
 from detflow.data import manifest
 from detflow.data.torch_dataset import DetectionDataset
 from detflow.evaluate.inference import evaluate_model
+from detflow.model.checkpoint_file import resolve_postprocess
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.model.restore import load_checkpoint
 from detflow.train.loop import train_detector
@@ -85,7 +86,8 @@ def row(name: str, args, files: dict[str, Path], work: Path) -> str:
         config=cfg,
         on_epoch_end=lambda epoch, metrics: rates.append(metrics["train_images_per_s"]),
     )
-    model, _ = load_checkpoint(work / name / "best.pt", postprocess=postprocess)
+    model, state = load_checkpoint(work / name / "best.pt", postprocess=postprocess)
+    postprocess = resolve_postprocess(postprocess, state)  # auto: as trained
     test = evaluate_model(
         model, DetectionDataset(files["test"]), postprocess=postprocess, device="cpu"
     )

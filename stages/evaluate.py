@@ -6,7 +6,7 @@ from pathlib import Path
 from detflow.data.torch_dataset import DetectionDataset
 from detflow.evaluate.inference import EvaluateOptions, evaluate
 from detflow.evaluate.report import write_evaluation
-from detflow.model.checkpoint_file import check_classes
+from detflow.model.checkpoint_file import check_classes, resolve_postprocess
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.model.restore import load_checkpoint
 
@@ -19,6 +19,7 @@ def main(cfg: dict, root: Path) -> dict:
     options = EvaluateOptions.from_config(cfg["evaluate"])
     postprocess = PostprocessOptions.from_config(cfg["postprocess"])
     model, state = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=postprocess)
+    postprocess = resolve_postprocess(postprocess, state)  # auto: as trained
     test = DetectionDataset(Path(paths["split"]) / "test.json")
     check_classes(state["class_names"], test.class_names, where=test.json_path)
     evaluation = evaluate(model, test, postprocess=postprocess, options=options)

@@ -5,6 +5,7 @@ from pathlib import Path
 from detflow.core.files import write_json
 from detflow.data.torch_dataset import DetectionDataset
 from detflow.deploy.export import ExportOptions, export_verified, parity_count
+from detflow.model.checkpoint_file import resolve_postprocess
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.model.restore import load_checkpoint
 
@@ -17,6 +18,7 @@ def main(cfg: dict, root: Path) -> dict:
     options = ExportOptions.from_config(cfg["export"])
     postprocess = PostprocessOptions.from_config(cfg["postprocess"])
     model, state = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=postprocess)
+    postprocess = resolve_postprocess(postprocess, state)  # auto: as trained
     test = DetectionDataset(Path(paths["split"]) / "test.json")
     count = parity_count(options, len(test))
     (root / paths["export"]).mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,14 @@
-"""train: fit model.* on the augmented train split with train.*; checkpoints in paths.train,
-per-epoch curves (DVCLive) in paths.reports/train. Under `torchrun` every process runs this;
-only rank 0 writes."""
+"""train: fit model.* on the augmented train split with train.*: checkpoints in paths.train;
+curves (DVCLive), data check, auto choices in paths.reports/train (torchrun: rank 0 writes)."""
 
 import contextlib
 from pathlib import Path
 
 from dvclive import Live
 
+from detflow.core.files import write_json
 from detflow.model.postprocess_config import PostprocessOptions
+from detflow.train.data_check import summary_metrics
 from detflow.train.distributed import is_main_process
 from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
@@ -29,6 +30,10 @@ def main(cfg: dict, root: Path) -> dict:
             report=None,
         )
 
+    def log_data_check(check: dict) -> None:
+        write_json(root / paths["reports"] / "train" / "data_check.json", check)
+        live.summary.update(summary_metrics(check))  # every auto choice, in dvc exp show
+
     def log_epoch(epoch: int, metrics: dict) -> None:
         for key, value in metrics.items():
             if key != "epoch":
@@ -45,6 +50,8 @@ def main(cfg: dict, root: Path) -> dict:
             options=options,
             config=cfg,
             on_epoch_end=log_epoch if live else None,
+            test_json=Path(paths["split"]) / "test.json",
+            on_data_check=log_data_check if live else None,
         )
     return best
 

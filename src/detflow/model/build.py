@@ -36,6 +36,7 @@ CUSTOM_MODELS = {
     "fcos_mobilenet_v2": mobilenet.fcos_mobilenet_v2,
 }
 SSD_FIXED_SIZES = {"ssd300_vgg16": 300}  # SSDlite takes any square size
+AUTO = "auto"  # a value the train stage fits to the data (detflow.train.data_check)
 
 
 def available_models() -> list[str]:
@@ -65,6 +66,9 @@ def build_model(
     score_threshold: float = 0.05,
     nms_iou: float = 0.5,
     max_detections: int = 100,
+    anchor_sizes=None,
+    anchor_aspect_ratios=None,
+    rois_per_image=None,
 ) -> nn.Module:
     """Build a detector for ``num_classes`` object classes (background is added here).
 
@@ -75,6 +79,10 @@ def build_model(
     ``min_size``/``max_size``: the resize of the short/long side (SSD: the square side);
     ``test_proposals``: region proposals kept per image at inference (two-stage models);
     ``frozen_norm``: freeze the trunk's batch norm (default: when starting pretrained).
+    ``anchor_sizes`` (``sqrt(w·h)``, input pixels), ``anchor_aspect_ratios`` (``h / w``) and
+    ``rois_per_image`` (RoIs sampled per image for the box head's loss): ``fasterrcnn_mobilenet_v2``
+    only; ``None`` or ``auto`` is its default (the train stage resolves ``auto`` from the data
+    first, :mod:`detflow.train.data_check`, and checkpoints store the resolved values).
     """
     require_choice("model.name", name, available_models())
     require_positive("num_classes", num_classes)
@@ -82,6 +90,12 @@ def build_model(
     require_positive("model.max_size", max_size)
     if name.startswith("ssd"):
         _check_square_size(name, min_size=min_size, max_size=max_size)
+    adapted = _adapted(
+        name,
+        anchor_sizes=anchor_sizes,
+        anchor_aspect_ratios=anchor_aspect_ratios,
+        rois_per_image=rois_per_image,
+    )
     kind = weights_kind(name, weights)
     source = _read_source(weights, name, trainable_backbone_layers) if kind == "path" else None
     if frozen_norm is None:
@@ -94,6 +108,7 @@ def build_model(
         trainable_layers=trainable_backbone_layers,
         sizes={"min_size": min_size, "max_size": max_size},
         proposals=test_proposals,
+        adapted=adapted,
     )
     if source is not None:
         _load_source(model, source, weights)
@@ -138,8 +153,26 @@ def set_postprocess(
     target.detections_per_img = int(max_detections)
 
 
+def _adapted(name: str, **values) -> dict:
+    """The data-adapted builder arguments that are set (not None/auto), checked."""
+    given = {k: v for k, v in values.items() if v is not None and v != AUTO}
+    if given and name != "fasterrcnn_mobilenet_v2":
+        keys = ", ".join(f"model.{k}" for k in given)
+        raise ConfigError(f"{keys}: only fasterrcnn_mobilenet_v2 takes these; remove them")
+    for key in ("anchor_sizes", "anchor_aspect_ratios"):
+        if key in given:
+            if not isinstance(given[key], list | tuple) or not given[key]:
+                raise ConfigError(f"model.{key}={given[key]!r} must be auto or a list of numbers")
+            for value in given[key]:
+                require_positive(f"model.{key}", value)
+            given[key] = tuple(given[key])
+    if "rois_per_image" in given:
+        require_positive("model.rois_per_image", given["rois_per_image"], integer=True)
+    return given
+
+
 def _architecture(
-    name, *, num_classes, weights, backbone_weights, trainable_layers, sizes, proposals
+    name, *, num_classes, weights, backbone_weights, trainable_layers, sizes, proposals, adapted
 ) -> nn.Module:
     """The detector with ``num_classes`` outputs (None: the weights' own), weights loaded."""
     if name in CUSTOM_MODELS:
@@ -149,7 +182,7 @@ def _architecture(
             value=backbone_weights,
             weights_enum=MobileNet_V2_Weights,
         )
-        extra = {"proposals": proposals} if "rcnn" in name else {}
+        extra = {"proposals": proposals, **adapted} if "rcnn" in name else {}
         return CUSTOM_MODELS[name](
             features=features,
             num_classes=num_classes,

@@ -52,6 +52,12 @@ def stored_postprocess(state: dict) -> PostprocessOptions:
     return PostprocessOptions.from_config(state["postprocess"])
 
 
+def resolve_postprocess(postprocess: PostprocessOptions, state: dict) -> PostprocessOptions:
+    """``postprocess`` with an ``auto`` ``max_detections`` taken from the checkpoint (train
+    resolved it from the data)."""
+    return postprocess.with_max_detections(stored_postprocess(state).max_detections)
+
+
 def check_classes(trained: list[str], dataset: list[str], *, where: str | Path) -> None:
     """Raise DetflowError unless ``dataset``'s class names equal the model's, in order:
     category ids would otherwise mean other classes and every metric would be wrong."""

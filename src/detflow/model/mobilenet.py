@@ -25,6 +25,10 @@ from detflow.model.backbone import set_trainable_stages
 # MobileNetV2 blocks ending the stride-8, stride-16 and stride-32 stages, and their widths.
 FPN_LAYERS = {"6": "0", "13": "1", "18": "2"}
 FPN_IN_CHANNELS = [32, 96, 1280]
+# fasterrcnn_mobilenet_v2's defaults: anchors on its one stride-32 map, RoIs per image
+ANCHOR_SIZES = (32, 64, 128, 256, 512)  # sqrt(w·h), input pixels
+ANCHOR_ASPECT_RATIOS = (0.5, 1.0, 2.0)  # h / w
+ROIS_PER_IMAGE = 64  # torchvision samples 512: slow on a CPU
 
 
 def mobilenet_v2_features(weights: str | None) -> nn.Sequential:
@@ -35,23 +39,32 @@ def mobilenet_v2_features(weights: str | None) -> nn.Sequential:
 
 
 def fasterrcnn_mobilenet_v2(
-    *, features: nn.Sequential, num_classes: int, trainable_layers: int, proposals: int, **sizes
+    *,
+    features: nn.Sequential,
+    num_classes: int,
+    trainable_layers: int,
+    proposals: int,
+    anchor_sizes=ANCHOR_SIZES,
+    anchor_aspect_ratios=ANCHOR_ASPECT_RATIOS,
+    rois_per_image: int = ROIS_PER_IMAGE,
+    **sizes,
 ) -> FasterRCNN:
-    """The trunk, a 1×1 conv to 256 channels (one feature map, stride 32) and a light
-    two-layer box head sampling 64 RoIs per image."""
+    """The trunk, a 1×1 conv to 256 channels (one feature map, stride 32), anchors of
+    ``anchor_sizes`` × ``anchor_aspect_ratios`` on it, and a light two-layer box head sampling
+    ``rois_per_image`` RoIs per image."""
     backbone = nn.Sequential(features, nn.Conv2d(features[-1].out_channels, 256, 1))
     backbone.out_channels = 256
     model = FasterRCNN(
         backbone,
         num_classes=None,
         rpn_anchor_generator=AnchorGenerator(
-            sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),)
+            sizes=(tuple(anchor_sizes),), aspect_ratios=(tuple(anchor_aspect_ratios),)
         ),
         rpn_post_nms_top_n_test=proposals,
         box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
         box_head=TwoMLPHead(256 * 7 * 7, 512),
         box_predictor=FastRCNNPredictor(512, num_classes),
-        box_batch_size_per_image=64,
+        box_batch_size_per_image=int(rois_per_image),
         **sizes,
     )
     return _freeze_and_fold(model, trainable_layers)

@@ -22,7 +22,12 @@ import torch
 from torchvision.ops import batched_nms, box_iou, nms
 
 from detflow.core.errors import require_choice
-from detflow.model.postprocess_config import CANDIDATES, SOFT_NMS_METHODS, PostprocessOptions
+from detflow.model.postprocess_config import (
+    CANDIDATES,
+    DEFAULT_MAX_DETECTIONS,
+    SOFT_NMS_METHODS,
+    PostprocessOptions,
+)
 
 
 def model_kwargs(postprocess: PostprocessOptions) -> dict:
@@ -31,7 +36,9 @@ def model_kwargs(postprocess: PostprocessOptions) -> dict:
 
     For class-agnostic or soft NMS the detector's NMS is switched off (IoU 1.0) and it keeps
     up to :data:`CANDIDATES` detections, so that :func:`apply_postprocess` sees them all.
+    An ``auto`` ``max_detections`` not yet resolved from the data (by train) is the default.
     """
+    postprocess = postprocess.with_max_detections(DEFAULT_MAX_DETECTIONS)
     if postprocess.detector_does_all:
         nms_iou, max_detections = postprocess.nms_iou, postprocess.max_detections
     else:

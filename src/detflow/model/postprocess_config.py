@@ -12,6 +12,7 @@ boundaries.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from detflow.core.errors import ConfigError, require_positive
@@ -24,6 +25,8 @@ SOFT_NMS_METHODS = ("none", "gaussian", "linear")
 DEFAULTS = {"nms": "class_aware", "soft_nms": "none", "soft_nms_sigma": 0.5}
 # Detections per image the detector hands on when the final step does the NMS itself.
 CANDIDATES = 1000
+AUTO = "auto"
+DEFAULT_MAX_DETECTIONS = 100  # torchvision's; auto raises it to the densest image's boxes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +41,7 @@ class PostprocessOptions(ConfigOptions):
     nms_iou: float
     soft_nms: str = field(default=DEFAULTS["soft_nms"], metadata={"choices": SOFT_NMS_METHODS})
     soft_nms_sigma: float = DEFAULTS["soft_nms_sigma"]
-    max_detections: int
+    max_detections: int | str  # or auto: resolved by train (from the data), stored in checkpoints
 
     def check(self) -> None:
         require_positive("postprocess.score_threshold", self.score_threshold, allow_zero=True)
@@ -47,7 +50,14 @@ class PostprocessOptions(ConfigOptions):
             if getattr(self, key) > 1:
                 raise ConfigError(f"postprocess.{key}={getattr(self, key)!r} must be <= 1")
         require_positive("postprocess.soft_nms_sigma", self.soft_nms_sigma)
-        require_positive("postprocess.max_detections", self.max_detections)
+        if self.max_detections != AUTO:
+            require_positive("postprocess.max_detections", self.max_detections, integer=True)
+
+    def with_max_detections(self, value: int) -> PostprocessOptions:
+        """These options with ``max_detections`` resolved to ``value`` when it is ``auto``."""
+        if self.max_detections != AUTO:
+            return self
+        return dataclasses.replace(self, max_detections=int(value))
 
     @property
     def detector_does_all(self) -> bool:

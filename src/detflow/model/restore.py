@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detflow.model.build import build_model, is_pretrained
-from detflow.model.checkpoint_file import read_checkpoint, stored_postprocess
+from detflow.model.checkpoint_file import read_checkpoint, resolve_postprocess, stored_postprocess
 from detflow.model.postprocess import model_kwargs
 from detflow.model.postprocess_config import PostprocessOptions
 
@@ -17,9 +17,12 @@ def load_checkpoint(
 
     The model is built offline (no weights downloaded or read) with the structure it was
     trained with, then the checkpoint's weights are loaded into it; its post-processing is
-    ``postprocess``, else the checkpoint's own.
+    ``postprocess`` (an ``auto`` ``max_detections``: the checkpoint's), else the checkpoint's
+    own.
     """
     state = read_checkpoint(path, device=device)
+    if postprocess is not None:
+        postprocess = resolve_postprocess(postprocess, state)
     model_config = {**state["model"], "weights": "none", "backbone_weights": "none"}
     model = build_model(
         **model_config,

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from detflow.core import seeding
 from detflow.core.errors import ConfigError, DetflowError
 from detflow.core.faults import maybe_kill
+from detflow.data import manifest
 from detflow.data.torch_dataset import DetectionDataset, set_epoch, train_loader
 from detflow.evaluate.inference import evaluate_model
 from detflow.model.backbone import check_stage_count, set_trainable_stages, train_mode
@@ -38,8 +39,8 @@ from detflow.model.checkpoint_file import (
     stored_postprocess,
 )
 from detflow.model.postprocess import model_kwargs
-from detflow.model.postprocess_config import PostprocessOptions
-from detflow.train import distributed
+from detflow.model.postprocess_config import DEFAULT_MAX_DETECTIONS, PostprocessOptions
+from detflow.train import data_check, distributed, stall
 from detflow.train.optimizers import Schedule, build_optimizer
 from detflow.train.options import RESUMABLE_KEYS, TrainOptions
 
@@ -71,6 +72,7 @@ class _Run:
     amp_dtype: torch.dtype | None
     meta: dict
     lrs: dict = dataclasses.field(default_factory=dict)  # at the last optimizer step
+    stall_warned: bool = False
     history: list = dataclasses.field(default_factory=list)
     best: dict = dataclasses.field(
         default_factory=lambda: {"map50": -1.0, "epoch": 0, "since": 0, "stopped": False}
@@ -87,11 +89,17 @@ def train_detector(
     options: TrainOptions,
     config: dict | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    test_json: str | Path | None = None,
+    on_data_check: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train ``model_config`` on ``train_json`` with ``options``, validate on ``val_json``
     (post-processed by ``postprocess``), write ``out_dir/{best,last}.pt``; return the best
     epoch's metrics.
 
+    Before the first step the model is checked against the train split
+    (:mod:`detflow.train.data_check`: the data report, best possible recall, budgets against
+    the densest images, of ``test_json`` too when given); the result is logged, stored in the
+    checkpoints (``data_check``) and handed to ``on_data_check(check)`` on rank 0.
     ``on_epoch_end(epoch, metrics)`` runs on rank 0 after each epoch's checkpoints; on resume
     it is first called for each epoch already done, so a fresh logger gets every epoch.
     """
@@ -105,8 +113,11 @@ def train_detector(
             options,
             world,
             distributed.device_for(world, device),
+            test_json,
         )
         run.meta["config"] = config or {}
+        if on_data_check and world.is_main:
+            on_data_check(run.meta["data_check"])
         val_set = DetectionDataset(val_json)
         check_classes(run.meta["class_names"], val_set.class_names, where=val_json)
         return _fit(run, val_set, Path(out_dir), on_epoch_end)
@@ -114,10 +125,13 @@ def train_detector(
         distributed.shutdown(world)
 
 
-def _setup(model_config, postprocess, train_json, options, world, device) -> _Run:
+def _setup(model_config, postprocess, train_json, options, world, device, test_json) -> _Run:
     torch.set_num_threads(options.threads or max(1, (os.cpu_count() or 1) // world.size))
-    seeding.seed_everything(options.seed)
     train_set = DetectionDataset(train_json)
+    model_config, postprocess, check = _check_data(
+        model_config, postprocess, train_set, test_json, world
+    )
+    seeding.seed_everything(options.seed)  # after the check's model: training's RNG untouched
     if options.aspect_ratio_grouping and world.size > 1:
         raise ConfigError(
             "train.aspect_ratio_grouping=true is not supported with several processes "
@@ -167,6 +181,7 @@ def _setup(model_config, postprocess, train_json, options, world, device) -> _Ru
         "class_names": train_set.class_names,
         "train_options": dataclasses.asdict(options),
         "world_size": world.size,
+        "data_check": check,
     }
     return _Run(
         options,
@@ -181,6 +196,29 @@ def _setup(model_config, postprocess, train_json, options, world, device) -> _Ru
         amp_dtype,
         meta,
     )
+
+
+def _check_data(model_config, postprocess, train_set, test_json, world):
+    """:func:`detflow.train.data_check.check_data` on a from-scratch copy of the model, built
+    with the defaults where the config says ``auto``; then every ``auto`` resolved from it.
+    Returns the resolved model config and post-processing, and the check."""
+    model = build_model(
+        **{**model_config, "weights": "none", "backbone_weights": "none"},
+        num_classes=len(train_set.class_names),
+        **model_kwargs(postprocess.with_max_detections(DEFAULT_MAX_DETECTIONS)),
+    )
+    test = manifest.load_dataset(test_json) if test_json else None
+    check = data_check.check_data(model, train_set.dataset, test_dataset=test)
+    model_config, postprocess, choices = data_check.resolve_auto(
+        model_config, postprocess, model, check, train_set.dataset
+    )
+    if world.is_main:
+        log.info(data_check.summary_line(check))
+        for key, choice in choices.items():
+            log.info("auto: %s=%s (%s)", key, choice["value"], choice["reason"])
+        for warning in check["budgets"]["warnings"]:
+            log.warning("data check: %s", warning)
+    return model_config, postprocess, check
 
 
 def _amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
@@ -218,12 +256,25 @@ def _fit(run: _Run, val_set, out_dir: Path, on_epoch_end) -> dict:
         metrics.update(_validate(run, val_set))
         run.schedule.end_epoch(metrics["val_map50"])
         _record(run, metrics, out_dir)
+        _check_stall(run)
         maybe_kill("train.epoch")
         if on_epoch_end and world.is_main:
             on_epoch_end(epoch, metrics)
     if not run.history:
         raise DetflowError(f"{out_dir}: no epoch trained (train.epochs={options.epochs})")
     return run.history[run.best["epoch"] - 1]
+
+
+def _check_stall(run: _Run) -> None:
+    """Warn once (rank 0) when the run has stalled (:mod:`detflow.train.stall`)."""
+    if run.stall_warned or not run.world.is_main:
+        return
+    steps = max(1, -(-len(run.loader) // run.options.accumulate))
+    if stall.stalled(run.history, warmup_epochs=-(-run.options.warmup_steps // steps)):
+        run.stall_warned = True
+        log.warning(
+            stall.stall_warning(run.history, check=run.meta["data_check"], lr=run.options.lr)
+        )
 
 
 def _train_epoch(run: _Run, net: nn.Module, epoch: int, out_dir: Path) -> dict:

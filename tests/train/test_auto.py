@@ -1,0 +1,152 @@
+"""``auto`` choices (detflow.train.data_check.resolve_auto): the defaults where the data
+suits them, fitted anchors where no default anchor matches, RoIs and detections from the
+densest images; each with its reason, in the checkpoint and the train report's metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+from detflow.core.errors import ConfigError
+from detflow.data import manifest
+from detflow.model.build import build_model
+from detflow.model.checkpoint_file import read_checkpoint, resolve_postprocess
+from detflow.model.postprocess_config import PostprocessOptions
+from detflow.model.restore import load_checkpoint
+from detflow.train import data_check
+from detflow.train.loop import train_detector
+from detflow.train.options import TrainOptions
+
+from train_helpers import TINY_MODEL, tiny_split
+
+AUTO_MODEL = {
+    "name": "fasterrcnn_mobilenet_v2",
+    "backbone_weights": "none",
+    "min_size": 416,
+    "max_size": 416,
+    "anchor_sizes": "auto",
+    "anchor_aspect_ratios": "auto",
+    "rois_per_image": "auto",
+}
+AUTO_POSTPROCESS = PostprocessOptions(score_threshold=0.05, nms_iou=0.5, max_detections="auto")
+
+
+def _dataset(boxes_per_image, xywh):
+    dataset = manifest.new_dataset(class_names=["a"])
+    for i, count in enumerate(boxes_per_image):
+        image = manifest.add_image(
+            dataset, file_name=f"{i}.png", width=416, height=416, source="s", group=str(i)
+        )
+        for _ in range(count):
+            manifest.add_box(dataset, image_id=image, category_id=1, xywh=xywh)
+    return dataset
+
+
+def _resolve(dataset, test=None, config=AUTO_MODEL, postprocess=AUTO_POSTPROCESS):
+    plain = {k: (None if v == "auto" else v) for k, v in config.items()}
+    model = build_model(**plain, num_classes=1)
+    check = data_check.check_data(model, dataset, test_dataset=test)
+    return (*data_check.resolve_auto(config, postprocess, model, check, dataset), check)
+
+
+def test_auto_keeps_the_defaults_when_the_data_suits_them():
+    # 128² boxes centred on grid points: an exact default anchor; 1-2 boxes per image
+    config, postprocess, choices, check = _resolve(_dataset([1, 2, 1], [0, 0, 128, 128]))
+    assert config["anchor_sizes"] == [32, 64, 128, 256, 512]
+    assert config["anchor_aspect_ratios"] == [0.5, 1.0, 2.0]
+    assert config["rois_per_image"] == 64 and postprocess.max_detections == 100
+    assert set(choices) == {
+        "model.anchor_sizes",
+        "model.anchor_aspect_ratios",
+        "model.rois_per_image",
+        "postprocess.max_detections",
+    }
+    assert "best possible recall 1.000 >= 0.75" in choices["model.anchor_sizes"]["reason"]
+    assert check["auto"] is choices and check["budgets"]["warnings"] == []
+    assert data_check.summary_metrics(check) == {
+        "best_possible_recall": 1.0,
+        "auto": {
+            "anchor_sizes": "32 64 128 256 512",
+            "anchor_aspect_ratios": "0.5 1 2",
+            "rois_per_image": 64,
+            "max_detections": 100,
+        },
+    }
+
+
+def test_auto_fits_anchors_no_default_anchor_matches():
+    # 48×288 boxes (h/w 6) centred on a grid point: no default anchor reaches IoU 0.5
+    config, _, choices, check = _resolve(_dataset([1, 1], [168, 48, 48, 288]))
+    assert check["best_possible_recall_default"] == 0.0
+    assert config["anchor_sizes"] == [118] and config["anchor_aspect_ratios"] == [6.0]
+    assert check["best_possible_recall"] == 1.0
+    assert "fitted" in choices["model.anchor_sizes"]["reason"]
+    build_model(**config, num_classes=1)  # the resolved config builds
+
+
+def test_auto_fits_only_what_is_auto():
+    config = {**AUTO_MODEL, "anchor_sizes": [118]}
+    resolved, *_ = _resolve(_dataset([1], [168, 48, 48, 288]), config=config)
+    assert resolved["anchor_sizes"] == [118] and resolved["anchor_aspect_ratios"] == [6.0]
+
+
+def test_auto_budgets_follow_the_densest_images():
+    train = _dataset([30, 30, 1], [0, 0, 128, 128])
+    test = _dataset([150], [0, 0, 128, 128])
+    config, postprocess, choices, check = _resolve(train, test)
+    assert config["rois_per_image"] == 512  # p95 of (30, 30, 1) = 30 boxes × 16, capped
+    assert postprocess.max_detections == 150  # the densest test image
+    assert check["budgets"]["rois_per_image"] == 512 and check["budgets"]["warnings"] == []
+
+
+def test_set_values_are_kept_and_warned_about():
+    config = {**AUTO_MODEL, "rois_per_image": 64}
+    postprocess = PostprocessOptions(score_threshold=0.05, nms_iou=0.5, max_detections=100)
+    train = _dataset([30, 30], [0, 0, 128, 128])
+    test = _dataset([150], [0, 0, 128, 128])
+    resolved, resolved_pp, choices, check = _resolve(train, test, config, postprocess)
+    assert resolved["rois_per_image"] == 64 and resolved_pp.max_detections == 100
+    assert "model.rois_per_image" not in choices and "postprocess.max_detections" not in choices
+    assert len(check["budgets"]["warnings"]) == 2
+
+
+def test_adapted_keys_are_checked():
+    with pytest.raises(ConfigError, match="model.anchor_sizes: only fasterrcnn_mobilenet_v2"):
+        build_model(name="fcos_mobilenet_v2", num_classes=1, anchor_sizes=[32])
+    build_model(name="fcos_mobilenet_v2", num_classes=1, anchor_sizes="auto")  # no-op
+    with pytest.raises(ConfigError, match="model.anchor_aspect_ratios=-1"):
+        build_model(**{**TINY_MODEL, "anchor_aspect_ratios": [-1]}, num_classes=1)
+    with pytest.raises(ConfigError, match="model.rois_per_image=2.5 must be an integer"):
+        build_model(**{**TINY_MODEL, "rois_per_image": 2.5}, num_classes=1)
+
+
+def test_postprocess_auto_is_resolved_from_the_checkpoint():
+    assert AUTO_POSTPROCESS.with_max_detections(7).max_detections == 7
+    fixed = AUTO_POSTPROCESS.with_max_detections(7)
+    assert fixed.with_max_detections(9) is fixed
+    with pytest.raises(ConfigError, match="postprocess.max_detections='many'"):
+        PostprocessOptions(score_threshold=0.05, nms_iou=0.5, max_detections="many")
+    state = {"postprocess": fixed.to_dict()}
+    assert resolve_postprocess(AUTO_POSTPROCESS, state).max_detections == 7
+
+
+def test_training_stores_the_resolved_choices(tmp_path):
+    data = tiny_split(tmp_path / "data")
+    model = {**TINY_MODEL, **{k: "auto" for k in ("anchor_sizes", "anchor_aspect_ratios")}}
+    seen = []
+    train_detector(
+        model_config={**model, "rois_per_image": "auto"},
+        postprocess=AUTO_POSTPROCESS,
+        train_json=data / "augmented" / "train.json",
+        val_json=data / "split" / "val.json",
+        test_json=data / "split" / "val.json",
+        out_dir=tmp_path / "out",
+        options=TrainOptions(epochs=1, batch_size=2, warmup_steps=2, threads=1),
+        on_data_check=seen.append,
+    )
+    state = read_checkpoint(tmp_path / "out" / "last.pt")
+    assert isinstance(state["model"]["anchor_sizes"], list)
+    assert state["model"]["rois_per_image"] == 64
+    assert state["postprocess"]["max_detections"] == 100
+    assert set(seen[0]["auto"]) == set(state["data_check"]["auto"])
+    model_, _ = load_checkpoint(tmp_path / "out" / "last.pt", postprocess=AUTO_POSTPROCESS)
+    assert model_.roi_heads.detections_per_img == 100

@@ -1,0 +1,80 @@
+"""The stall check (detflow.train.stall): the rule on histories, and the one warning on a
+tiny run that cannot learn (learning rate 1e-12) but not on a normal tiny run."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from detflow.train import stall
+from detflow.train.loop import train_detector
+from detflow.train.options import TrainOptions
+
+from train_helpers import POSTPROCESS, TINY_MODEL, tiny_split
+
+CHECK = {
+    "data": {"small_box_share": 0.9, "input_size": [64, 64]},
+    "best_possible_recall": 0.4,
+    "budgets": {"densest_boxes": 3, "warnings": []},
+}
+
+
+def _history(*pairs):
+    return [
+        {"epoch": i, "train_loss": loss, "val_map50": map50}
+        for i, (loss, map50) in enumerate(pairs, start=1)
+    ]
+
+
+def test_stalled_needs_flat_loss_near_zero_map_after_warmup():
+    flat = _history((1.50, 0.01), (1.48, 0.02))
+    assert stall.stalled(flat, warmup_epochs=1)
+    assert not stall.stalled(flat[:1], warmup_epochs=0)  # one epoch: nothing to compare
+    assert not stall.stalled(flat, warmup_epochs=2)  # still warming up
+    assert not stall.stalled(_history((1.5, 0.01), (1.2, 0.02)), warmup_epochs=0)  # falling
+    assert not stall.stalled(_history((1.5, 0.01), (1.49, 0.3)), warmup_epochs=0)  # learning
+    assert stall.stalled(_history((1.5, 0.01), (1.6, 0.0)), warmup_epochs=0)  # rising
+
+
+def test_stall_warning_names_the_measured_causes_and_what_to_set():
+    text = stall.stall_warning(_history((1.5, 0.01), (1.49, 0.02)), check=CHECK, lr=1e-12)
+    assert "epoch 2" in text and "best val mAP50 0.0200" in text
+    assert "set train.lr" in text
+    assert "best possible recall 0.40" in text and "model.anchor_sizes" in text
+    assert "90% of the boxes are under 32 px" in text and "model.min_size" in text
+    quiet = {
+        **CHECK,
+        "best_possible_recall": 0.99,
+        "data": {"small_box_share": 0.0, "input_size": [64, 64]},
+    }
+    text = stall.stall_warning(_history((1.5, 0.0), (1.5, 0.0)), check=quiet, lr=0.02)
+    assert "none of the measured causes stands out" in text
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return tiny_split(tmp_path_factory.mktemp("tiny_stall"), images=12)
+
+
+def _warnings(data, tmp_path, caplog, lr):
+    caplog.set_level(logging.WARNING, logger="detflow.train.loop")
+    train_detector(
+        model_config=TINY_MODEL,
+        postprocess=POSTPROCESS,
+        train_json=data / "augmented" / "train.json",
+        val_json=data / "split" / "val.json",
+        out_dir=tmp_path,
+        options=TrainOptions(epochs=3, batch_size=2, warmup_steps=2, threads=1, lr=lr),
+    )
+    return [r.getMessage() for r in caplog.records if "not learning" in r.getMessage()]
+
+
+def test_stall_warning_fires_once_when_the_learning_rate_is_zero(data, tmp_path, caplog):
+    warnings = _warnings(data, tmp_path, caplog, lr=1e-12)
+    assert len(warnings) == 1
+    assert "train.lr=1e-12 is tiny: set train.lr" in warnings[0]
+
+
+def test_stall_warning_is_silent_on_a_learning_run(data, tmp_path, caplog):
+    assert _warnings(data, tmp_path, caplog, lr=0.02) == []
