@@ -22,8 +22,8 @@ TIMING_KEYS = {"train_images_per_s"}
 
 
 def tiny_split(root: Path, *, images: int = 8, size: int = 64) -> Path:
-    """``root/augmented/train.json`` and ``root/split/val.json`` (the stage's layout) over
-    seeded synthetic images; returns ``root``."""
+    """``root/augmented/train.json``, ``root/split/val.json`` and ``root/split/test.json``
+    (the stage's layout; test = the val images) over seeded synthetic images; returns ``root``."""
     source = {
         "format": "synthetic",
         "num_images": images,
@@ -37,6 +37,7 @@ def tiny_split(root: Path, *, images: int = 8, size: int = 64) -> Path:
     for json_path, part in (
         (root / "augmented" / "train.json", ids[: images * 3 // 4]),
         (root / "split" / "val.json", ids[images * 3 // 4 :]),
+        (root / "split" / "test.json", ids[images * 3 // 4 :]),
     ):
         manifest.save_dataset(
             manifest.subset(dataset, part), json_path, image_dir=root / "raw" / "images"
