@@ -8,7 +8,7 @@ from dvclive import Live
 
 from detflow.core.files import write_json
 from detflow.model.postprocess_config import PostprocessOptions
-from detflow.train.data_check import summary_metrics
+from detflow.train.auto_model import summary_metrics
 from detflow.train.distributed import is_main_process
 from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions

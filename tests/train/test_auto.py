@@ -1,9 +1,10 @@
-"""``auto`` choices (detflow.train.data_check.resolve_auto): the defaults where the data
+"""``auto`` choices (detflow.train.auto_model.resolve_auto): the defaults where the data
 suits them, fitted anchors where no default anchor matches, RoIs and detections from the
 densest images; each with its reason, in the checkpoint and the train report's metrics."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from detflow.core.errors import ConfigError
@@ -12,8 +13,9 @@ from detflow.model.build import build_model
 from detflow.model.checkpoint_file import read_checkpoint, resolve_postprocess
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.model.restore import load_checkpoint
-from detflow.train import data_check
+from detflow.train import auto_model, data_check
 from detflow.train.loop import train_detector
+from detflow.train.auto_schedule import resolve_schedule
 from detflow.train.options import TrainOptions
 
 from train_helpers import TINY_MODEL, tiny_split
@@ -42,10 +44,10 @@ def _dataset(boxes_per_image, xywh):
 
 
 def _resolve(dataset, test=None, config=AUTO_MODEL, postprocess=AUTO_POSTPROCESS):
-    plain = {k: (None if v == "auto" else v) for k, v in config.items()}
+    plain = {k: (None if v == "auto" and "size" not in k else v) for k, v in config.items()}
     model = build_model(**plain, num_classes=1)
     check = data_check.check_data(model, dataset, test_dataset=test)
-    return (*data_check.resolve_auto(config, postprocess, model, check, dataset), check)
+    return (*auto_model.resolve_auto(config, postprocess, model, check, dataset), check)
 
 
 def test_auto_keeps_the_defaults_when_the_data_suits_them():
@@ -62,7 +64,7 @@ def test_auto_keeps_the_defaults_when_the_data_suits_them():
     }
     assert "best possible recall 1.000 >= 0.75" in choices["model.anchor_sizes"]["reason"]
     assert check["auto"] is choices and check["budgets"]["warnings"] == []
-    assert data_check.summary_metrics(check) == {
+    assert auto_model.summary_metrics(check) == {
         "best_possible_recall": 1.0,
         "auto": {
             "anchor_sizes": "32 64 128 256 512",
@@ -150,3 +152,61 @@ def test_training_stores_the_resolved_choices(tmp_path):
     assert set(seen[0]["auto"]) == set(state["data_check"]["auto"])
     model_, _ = load_checkpoint(tmp_path / "out" / "last.pt", postprocess=AUTO_POSTPROCESS)
     assert model_.roi_heads.detections_per_img == 100
+
+
+def _small_boxes(side: float, *, images: int = 6, per_image: int = 12):
+    """``images`` 416² images with ``per_image`` ``side``² boxes at seeded random places."""
+    rng = np.random.default_rng(0)
+    dataset = manifest.new_dataset(class_names=["a"])
+    for i in range(images):
+        image = manifest.add_image(
+            dataset, file_name=f"{i}.png", width=416, height=416, source="s", group=str(i)
+        )
+        for _ in range(per_image):
+            x, y = rng.uniform(0, 416 - side, 2)
+            manifest.add_box(dataset, image_id=image, category_id=1, xywh=[x, y, side, side])
+    return dataset
+
+
+AUTO_SIZE_MODEL = {**AUTO_MODEL, "min_size": "auto", "max_size": "auto"}
+
+
+def test_auto_input_size_stays_at_416_when_the_model_matches_the_boxes():
+    config, _, choices, check = _resolve(_dataset([1, 2], [0, 0, 128, 128]), config=AUTO_SIZE_MODEL)
+    assert (config["min_size"], config["max_size"]) == (416, 416)
+    assert choices["model.min_size"]["reason"] == "best possible recall 1.000 >= 0.75"
+    assert check["data"]["input_size"] == [416, 416]
+
+
+def test_auto_input_size_grows_when_objects_are_small_for_the_strides():
+    # 32² boxes anywhere: the stride-32 map matches 36 % at 416 px, 72 % at 640 px
+    config, _, choices, check = _resolve(_small_boxes(32), config=AUTO_SIZE_MODEL)
+    assert (config["min_size"], config["max_size"]) == (640, 640)
+    assert "0.361 at 416 px < 0.75" in choices["model.min_size"]["reason"]
+    assert check["data"]["input_size"] == [640, 640]  # the report is at the chosen size
+    assert check["best_possible_recall"] > check["best_possible_recall_default"]
+
+
+def test_auto_input_size_keeps_416_when_larger_inputs_do_not_help():
+    # 12² boxes: far below the stride; no size in the CPU budget raises the recall enough
+    config, _, choices, _ = _resolve(_small_boxes(12), config=AUTO_SIZE_MODEL)
+    assert config["min_size"] == 416
+    assert "raise it by less than 0.05" in choices["model.min_size"]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("steps", "epochs", "warmup"), [(71, 8, 50), (10, 40, 10), (25, 23, 25), (1000, 3, 50)]
+)
+def test_auto_schedule_scales_epochs_and_warmup_to_the_dataset(steps, epochs, warmup):
+    options, choices = resolve_schedule(TrainOptions(), steps_per_epoch=steps, images=steps * 4)
+    assert (options.epochs, options.warmup_steps) == (epochs, warmup)
+    assert set(choices) == {"train.epochs", "train.warmup_steps"}
+    given, none = resolve_schedule(
+        TrainOptions(epochs=2, warmup_steps=0), steps_per_epoch=9, images=1
+    )
+    assert (given.epochs, given.warmup_steps, none) == (2, 0, {})
+
+
+def test_auto_schedule_rejects_other_words():
+    with pytest.raises(ConfigError, match="train.epochs='many' must be an integer or auto$"):
+        TrainOptions(epochs="many")

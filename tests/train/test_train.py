@@ -70,7 +70,7 @@ def test_options_from_config_validate_and_name_the_key():
         TrainOptions.from_config({"unfreeze": {"x": 1}})
     with pytest.raises(ConfigError, match="train.unfreeze=\\[1\\] must be a mapping or null"):
         TrainOptions.from_config({"unfreeze": [1]})
-    with pytest.raises(ConfigError, match="train.epochs=2.5 must be an integer$"):
+    with pytest.raises(ConfigError, match="train.epochs=2.5 must be an integer or auto$"):
         TrainOptions(epochs=2.5)
     with pytest.raises(ConfigError, match="train.epochs=0 must be an integer > 0"):
         TrainOptions(epochs=0)

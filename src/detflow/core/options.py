@@ -134,6 +134,8 @@ def describe(annotation) -> str:
     if options is not None:
         words = [describe(a) for a in options if a is not type(None)]
         return " or ".join(words + (["null"] if type(None) in options else []))
+    if typing.get_origin(annotation) is typing.Literal:
+        return " or ".join(str(v) for v in typing.get_args(annotation))
     origin = typing.get_origin(annotation) or annotation
     if origin in (list, tuple):
         item = _item_type(annotation)
@@ -152,6 +154,8 @@ def _matches(value, annotation) -> bool:
         return any(_matches(value, a) for a in options)
     if annotation is type(None):
         return value is None
+    if typing.get_origin(annotation) is typing.Literal:
+        return any(value == v and type(value) is type(v) for v in typing.get_args(annotation))
     origin = typing.get_origin(annotation) or annotation
     if origin is bool:
         return isinstance(value, bool)

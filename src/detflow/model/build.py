@@ -37,6 +37,7 @@ CUSTOM_MODELS = {
 }
 SSD_FIXED_SIZES = {"ssd300_vgg16": 300}  # SSDlite takes any square size
 AUTO = "auto"  # a value the train stage fits to the data (detflow.train.data_check)
+DEFAULT_INPUT_SIZE = 416  # input side of the CPU default; model.min_size=auto starts here
 
 
 def available_models() -> list[str]:
@@ -59,8 +60,8 @@ def build_model(
     weights: str = "none",
     backbone_weights: str = "none",
     trainable_backbone_layers: int = 3,
-    min_size: int = 416,
-    max_size: int = 416,
+    min_size: int | str = DEFAULT_INPUT_SIZE,
+    max_size: int | str = DEFAULT_INPUT_SIZE,
     test_proposals: int = 1000,
     frozen_norm: bool | None = None,
     score_threshold: float = 0.05,
@@ -86,8 +87,7 @@ def build_model(
     """
     require_choice("model.name", name, available_models())
     require_positive("num_classes", num_classes)
-    require_positive("model.min_size", min_size)
-    require_positive("model.max_size", max_size)
+    min_size, max_size = input_sizes(name, min_size=min_size, max_size=max_size)
     if name.startswith("ssd"):
         _check_square_size(name, min_size=min_size, max_size=max_size)
     adapted = _adapted(
@@ -121,6 +121,21 @@ def build_model(
         model, score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections
     )
     return model
+
+
+def input_sizes(name: str, *, min_size, max_size) -> tuple[int, int]:
+    """``model.min_size``/``model.max_size`` as integers, checked: ``auto`` (resolved from the
+    data by the train stage, :mod:`detflow.train.data_check`) builds at the default
+    :data:`DEFAULT_INPUT_SIZE` (SSD300: 300); a ``max_size`` of ``auto`` follows ``min_size``."""
+    if min_size == AUTO:
+        min_size = SSD_FIXED_SIZES.get(name, DEFAULT_INPUT_SIZE)
+    if max_size == AUTO:
+        max_size = min_size
+    for key, value in (("model.min_size", min_size), ("model.max_size", max_size)):
+        if isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} is not allowed; use {AUTO} or a number of pixels")
+        require_positive(key, value)
+    return int(min_size), int(max_size)
 
 
 def weights_kind(name: str, weights) -> str:

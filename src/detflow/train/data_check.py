@@ -28,15 +28,8 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import box_iou
 
 from detflow.data.box_stats import InputBoxes, box_sizes, data_report, input_boxes
-from detflow.model.build import AUTO, set_postprocess
-from detflow.model.mobilenet import ANCHOR_ASPECT_RATIOS, ANCHOR_SIZES, ROIS_PER_IMAGE
-from detflow.model.postprocess_config import DEFAULT_MAX_DETECTIONS, PostprocessOptions
 
 MATCH_IOU = 0.5
-# Best possible recall under this: anchors are fitted to the boxes (auto). Position-aware
-# recall at IoU 0.5 is stricter than ultralytics' shape-only check (0.98 there): the bundled
-# thermal set measures 0.807 with the default anchors, and trains well with them.
-LOW_RECALL = 0.75
 
 
 def anchor_generator(model: nn.Module) -> nn.Module:
@@ -235,103 +228,3 @@ def summary_line(check: dict) -> str:
         f"{data['input_size'][1]} px input ({data['small_box_share']:.0%} under 32 px); "
         f"best possible recall {check['best_possible_recall']:.3f}"
     )
-
-
-def resolve_auto(
-    model_config: dict, postprocess: PostprocessOptions, model: nn.Module, check: dict, dataset
-) -> tuple[dict, PostprocessOptions, dict]:
-    """Resolve every ``auto`` of ``model_config`` and ``postprocess`` from ``check`` (the
-    :func:`check_data` of ``model``, built with the defaults, on ``dataset``); returns the
-    resolved model config, post-processing and the choices ``{key: {"value", "reason"}}``.
-    ``model``'s anchors and RoI budget are set to the choices, and ``check`` updated to them
-    (``best_possible_recall``, ``budgets``; the defaults' recall stays as
-    ``best_possible_recall_default``).
-
-    - ``model.anchor_sizes`` / ``model.anchor_aspect_ratios``: the defaults while the best
-      possible recall is at least :data:`LOW_RECALL`; below it, fitted to the boxes
-      (:func:`fit_anchors`) when the fitted anchors match more boxes.
-    - ``model.rois_per_image``: :func:`rois_for` the p95 of boxes per image.
-    - ``postprocess.max_detections``: 100, or the densest train or test image's box count
-      when higher.
-    """
-    config, choices = dict(model_config), {}
-    auto = [k for k in ("anchor_sizes", "anchor_aspect_ratios") if config.get(k) == AUTO]
-    recall = check["best_possible_recall"]
-    check["best_possible_recall_default"] = recall
-    if auto:
-        sizes, ratios = ANCHOR_SIZES, ANCHOR_ASPECT_RATIOS
-        given = {k: config[k] for k in ("anchor_sizes", "anchor_aspect_ratios") if k not in auto}
-        if recall >= LOW_RECALL:
-            reason = f"best possible recall {recall:.3f} >= {LOW_RECALL} with the default anchors"
-        else:
-            images = input_boxes(dataset, **input_size(model))
-            fit_sizes, fit_ratios = fit_anchors(images)
-            fitted = {"anchor_sizes": fit_sizes, "anchor_aspect_ratios": fit_ratios}
-            candidate = {**fitted, **given}
-            default_generator = anchor_generator(model)
-            model.rpn.anchor_generator = single_level_generator(
-                candidate["anchor_sizes"], candidate["anchor_aspect_ratios"]
-            )
-            fitted_recall = best_possible_recall(model, images)
-            if fitted_recall > recall:
-                sizes, ratios = candidate["anchor_sizes"], candidate["anchor_aspect_ratios"]
-                reason = (
-                    f"best possible recall {recall:.3f} < {LOW_RECALL} with the default "
-                    f"anchors; fitted to the boxes' size and aspect-ratio quantiles: "
-                    f"{fitted_recall:.3f}"
-                )
-                recall = fitted_recall
-            else:
-                model.rpn.anchor_generator = default_generator
-                reason = (
-                    f"best possible recall {recall:.3f} < {LOW_RECALL} with the default "
-                    f"anchors, but anchors fitted to the boxes match no more ({fitted_recall:.3f})"
-                )
-        values = {"anchor_sizes": list(sizes), "anchor_aspect_ratios": list(ratios)}
-        for key in auto:
-            config[key] = values[key]
-            choices[f"model.{key}"] = {"value": values[key], "reason": reason}
-    check["best_possible_recall"] = recall
-    if config.get("rois_per_image") == AUTO:
-        p95 = check["data"]["boxes_per_image"]["p95"]
-        rois = rois_for(p95, default=ROIS_PER_IMAGE)
-        config["rois_per_image"] = rois
-        model.roi_heads.fg_bg_sampler.batch_size_per_image = rois
-        choices["model.rois_per_image"] = {
-            "value": rois,
-            "reason": f"{p95:g} boxes per image (p95) × 16 RoIs per box, as a power of two "
-            f">= {ROIS_PER_IMAGE}, at most 512",
-        }
-    if postprocess.max_detections == AUTO:
-        densest = check["budgets"]["densest_boxes"]
-        value = max(DEFAULT_MAX_DETECTIONS, densest)
-        postprocess = postprocess.with_max_detections(value)
-        set_postprocess(
-            model,
-            score_threshold=postprocess.score_threshold,
-            nms_iou=postprocess.nms_iou,
-            max_detections=value,
-        )
-        choices["postprocess.max_detections"] = {
-            "value": value,
-            "reason": f"the densest train or test image has {densest} boxes; at least "
-            f"{DEFAULT_MAX_DETECTIONS}",
-        }
-    check["budgets"] = budgets(model, check["data"], test_report=check["test"])
-    check["auto"] = choices
-    return config, postprocess, choices
-
-
-def summary_metrics(check: dict) -> dict:
-    """What the train report's metrics (``dvc exp show``) get of a check: the best possible
-    recall and every ``auto`` choice by its key's last part (a list as one string, ``32 64``);
-    the reasons are in the check itself (``reports/train/data_check.json``)."""
-    auto = {
-        key.rpartition(".")[2]: (
-            " ".join(f"{v:g}" for v in choice["value"])
-            if isinstance(choice["value"], list)
-            else choice["value"]
-        )
-        for key, choice in check.get("auto", {}).items()
-    }
-    return {"best_possible_recall": check["best_possible_recall"], "auto": auto}

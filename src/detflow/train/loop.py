@@ -40,7 +40,8 @@ from detflow.model.checkpoint_file import (
 )
 from detflow.model.postprocess import model_kwargs
 from detflow.model.postprocess_config import DEFAULT_MAX_DETECTIONS, PostprocessOptions
-from detflow.train import data_check, distributed, stall
+from detflow.train import auto_model, data_check, distributed, stall
+from detflow.train.auto_schedule import resolve_schedule
 from detflow.train.optimizers import Schedule, build_optimizer
 from detflow.train.options import RESUMABLE_KEYS, TrainOptions
 
@@ -163,6 +164,9 @@ def _setup(model_config, postprocess, train_json, options, world, device, test_j
         backbone_lr_factor=options.backbone_lr_factor,
     )
     steps = -(-len(loader) // options.accumulate)  # optimizer steps per epoch
+    options, choices = resolve_schedule(options, steps_per_epoch=steps, images=len(train_set))
+    _log_choices(choices, world)
+    check["auto"].update(choices)
     schedule = Schedule(
         optimizer,
         kind=options.schedule,
@@ -209,16 +213,21 @@ def _check_data(model_config, postprocess, train_set, test_json, world):
     )
     test = manifest.load_dataset(test_json) if test_json else None
     check = data_check.check_data(model, train_set.dataset, test_dataset=test)
-    model_config, postprocess, choices = data_check.resolve_auto(
+    model_config, postprocess, choices = auto_model.resolve_auto(
         model_config, postprocess, model, check, train_set.dataset
     )
     if world.is_main:
         log.info(data_check.summary_line(check))
-        for key, choice in choices.items():
-            log.info("auto: %s=%s (%s)", key, choice["value"], choice["reason"])
+        _log_choices(choices, world)
         for warning in check["budgets"]["warnings"]:
             log.warning("data check: %s", warning)
     return model_config, postprocess, check
+
+
+def _log_choices(choices: dict, world: distributed.World) -> None:
+    if world.is_main:
+        for key, choice in choices.items():
+            log.info("auto: %s=%s (%s)", key, choice["value"], choice["reason"])
 
 
 def _amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from detflow.core.errors import ConfigError, require_positive
 from detflow.core.options import ConfigOptions
@@ -11,6 +12,7 @@ from detflow.train.optimizers import OPTIMIZERS, SCHEDULES
 AMP_MODES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 # train.* keys a resumed run may change: they do not change what the remaining epochs compute
+AUTO = "auto"  # epochs / warmup_steps scaled to the dataset (detflow.train.auto_schedule)
 RESUMABLE_KEYS = ("resume", "epochs", "early_stopping_patience", "workers", "threads", "device")
 
 
@@ -20,7 +22,7 @@ class TrainOptions(ConfigOptions):
 
     SECTION = "train"
 
-    epochs: int = 8
+    epochs: int | Literal["auto"] = AUTO
     batch_size: int = 4
     optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
     lr: float = 0.02
@@ -29,7 +31,7 @@ class TrainOptions(ConfigOptions):
     weight_decay: float = 1e-4
     backbone_lr_factor: float = 1.0
     schedule: str = field(default="cosine", metadata={"choices": SCHEDULES})
-    warmup_steps: int = 50
+    warmup_steps: int | Literal["auto"] = AUTO
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     plateau_patience: int = 2
@@ -53,9 +55,11 @@ class TrainOptions(ConfigOptions):
             require_positive(f"train.{key}", getattr(self, key))
         for key in ("momentum", "weight_decay", "backbone_lr_factor"):
             require_positive(f"train.{key}", getattr(self, key), allow_zero=True)
-        for key in ("epochs", "batch_size", "accumulate"):
+        _require_auto_or_int("train.epochs", self.epochs, allow_zero=False)
+        _require_auto_or_int("train.warmup_steps", self.warmup_steps, allow_zero=True)
+        for key in ("batch_size", "accumulate"):
             require_positive(f"train.{key}", getattr(self, key), integer=True)
-        for key in ("warmup_steps", "workers", "plateau_patience", "threads", "seed"):
+        for key in ("workers", "plateau_patience", "threads", "seed"):
             require_positive(f"train.{key}", getattr(self, key), allow_zero=True, integer=True)
         if self.early_stopping_patience is not None:
             require_positive(
@@ -77,6 +81,11 @@ class TrainOptions(ConfigOptions):
             return default
         started = [done for done in self.unfreeze if done <= epochs_done]
         return self.unfreeze[max(started)] if started else default
+
+
+def _require_auto_or_int(key: str, value, *, allow_zero: bool) -> None:
+    if value != AUTO:
+        require_positive(key, value, allow_zero=allow_zero, integer=True)
 
 
 def _unfreeze_plan(plan) -> dict[int, int]:

@@ -10,11 +10,11 @@ falls fast in its first epochs; once it flattens, its val mAP50 is well above ze
 
 from __future__ import annotations
 
-from detflow.train import data_check
+from detflow.train import auto_model
 
 FLAT_LOSS = 0.05  # a drop under 5 % of the loss over one epoch: flat
 NEAR_ZERO_MAP50 = 0.05
-LOW_RECALL = data_check.LOW_RECALL  # best possible recall under this: anchors miss boxes
+LOW_RECALL = auto_model.LOW_RECALL  # best possible recall under this: anchors miss boxes
 TINY_LR = 1e-4  # a head learning rate under this hardly moves a detector in a few epochs
 MOSTLY_SMALL = 0.5  # more than half the boxes under 32 px at the input size
 
