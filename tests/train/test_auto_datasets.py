@@ -1,0 +1,79 @@
+"""The ``auto`` choices on datasets of different character, CI-sized (no training): the real
+raccoon set (1-3 medium-to-large objects) keeps every default; a generated dense set (many
+small touching objects, ``bench/dataset_table.py``'s generator) makes the single-level
+default model grow its input, while the multi-level FCOS matches its boxes at 416 px."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from detflow.data.collect import CollectOptions, collect_dataset
+from detflow.data.manifest import load_dataset
+from detflow.model.build import build_model
+from detflow.model.postprocess_config import PostprocessOptions
+from detflow.train import auto_model, data_check
+
+from conftest import REPO
+
+AUTO = {
+    "backbone_weights": "none",
+    "min_size": "auto",
+    "max_size": "auto",
+}
+DEFAULT = {
+    **AUTO,
+    "name": "fasterrcnn_mobilenet_v2",
+    "anchor_sizes": "auto",
+    "anchor_aspect_ratios": "auto",
+    "rois_per_image": "auto",
+}
+POSTPROCESS = PostprocessOptions(score_threshold=0.05, nms_iou=0.5, max_detections="auto")
+
+
+def _collected(source: dict, out) -> dict:
+    collect_dataset(options=CollectOptions.from_config(source), out_dir=out)
+    return load_dataset(out / "dataset.json")
+
+
+def _choices(config: dict, dataset: dict) -> tuple[dict, dict]:
+    model = build_model(**config, num_classes=len(dataset["categories"]))
+    check = data_check.check_data(model, dataset)
+    resolved, _, choices = auto_model.resolve_auto(config, POSTPROCESS, model, check, dataset)
+    return resolved, check
+
+
+def _dense_generator():
+    spec = importlib.util.spec_from_file_location(
+        "dataset_table", REPO / "bench" / "dataset_table.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_dense
+
+
+def test_raccoon_keeps_every_default(shared_datasets, tmp_path):
+    dataset = _collected({"format": "voc", "path": str(shared_datasets / "raccoon")}, tmp_path)
+    config, check = _choices(DEFAULT, dataset)
+    assert check["best_possible_recall"] >= 0.95
+    assert (config["min_size"], config["max_size"]) == (416, 416)
+    assert config["anchor_sizes"] == [32, 64, 128, 256, 512] and config["rois_per_image"] == 64
+
+
+def test_dense_small_objects_grow_the_default_input_and_suit_fcos(tmp_path):
+    _dense_generator()(tmp_path / "dense", images=4)
+    dataset = _collected({"format": "voc", "path": str(tmp_path / "dense")}, tmp_path / "raw")
+    config, check = _choices(DEFAULT, dataset)
+    assert check["best_possible_recall_default"] < 0.5  # one stride-32 map: most boxes unmatched
+    assert config["min_size"] == 640 and check["data"]["input_size"] == [640, 640]
+    assert check["best_possible_recall"] > check["best_possible_recall_default"] + 0.1
+    assert config["rois_per_image"] > 64  # 15-45 boxes per image need more RoIs
+    fcos, fcos_check = _choices({**AUTO, "name": "fcos_mobilenet_v2"}, dataset)
+    assert fcos_check["best_possible_recall"] >= 0.95 and fcos["min_size"] == 416
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_mobilenet_v2", "fcos_mobilenet_v2"])
+def test_an_auto_input_size_builds_at_416(name):
+    model = build_model(name=name, num_classes=2, min_size="auto", max_size="auto")
+    assert data_check.input_size(model) == {"min_size": 416, "max_size": 416, "fixed_size": False}
