@@ -14,8 +14,8 @@ from detflow.model.checkpoint_file import read_checkpoint, resolve_postprocess
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.model.restore import load_checkpoint
 from detflow.train import auto_model, data_check
-from detflow.train.loop import train_detector
 from detflow.train.auto_schedule import resolve_schedule
+from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
 
 from train_helpers import TINY_MODEL, tiny_split

@@ -3,8 +3,8 @@
 
 In order (each step sees the previous one's result):
 
-- ``model.min_size`` / ``model.max_size`` (input size): :data:`~detflow.model.build.DEFAULT_INPUT_SIZE` while the
-  model's best possible recall there is at least :data:`LOW_RECALL`; below it (objects too
+- ``model.min_size`` / ``model.max_size`` (input size): 416 px (``DEFAULT_INPUT_SIZE``) while
+  the model's best possible recall there is at least :data:`LOW_RECALL`; below it (objects too
   small for the model's strides at that size) the smallest of :data:`LARGER_INPUTS` — the CPU
   budget: 640 px costs about 2.4× the compute of 416 px — at which the recall (with anchors
   fitted, where they are ``auto``) reaches it, else the one that raises it most.
