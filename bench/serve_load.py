@@ -76,15 +76,22 @@ def stand_in_model(out: Path, size: int, images: list[Path], proposals: int = 30
     return out
 
 
-def ort_throughput(model: Path, images: list[Path], count: int) -> float:
+def ort_throughput(model: Path, images: list[Path], count: int) -> tuple[float, float]:
+    """(images per second, CPU ms per image) of ONNX Runtime alone, one image per call."""
     detector = open_model(model)
     arrays = [np.asarray(load_rgb(p)) for p in images]
     threshold = model_threshold(detector, None)
     detect(detector, arrays[0], threshold)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for index in range(count):
         detect(detector, arrays[index % len(arrays)], threshold)
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / count
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -113,7 +120,11 @@ def start_server(model: Path, args: list[str], log: Path) -> tuple[subprocess.Po
     raise SystemExit("server did not become ready")
 
 
-def load(url: str, bodies: list[tuple[bytes, str]], requests: int, concurrency: int) -> dict:
+def load(
+    url: str, bodies: list[tuple[bytes, str]], requests: int, concurrency: int, pid: int = 0
+) -> dict:
+    """``requests`` detect calls from ``concurrency`` clients; ``pid``: the server's, for its
+    CPU time per request (0: not measured)."""
     latencies, inference, errors, lock = [], [], [0], threading.Lock()
     counter = iter(range(requests))
 
@@ -138,12 +149,15 @@ def load(url: str, bodies: list[tuple[bytes, str]], requests: int, concurrency: 
                         errors[0] += 1
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    server_cpu, client_cpu = cpu_s(pid) if pid else 0.0, time.process_time()
     start = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
+    client_cpu = time.process_time() - client_cpu
+    server_cpu = cpu_s(pid) - server_cpu if pid else float("nan")
     p50, p95, p99 = (np.percentile(latencies, q) * 1000 for q in (50, 95, 99))
     return {
         "p50": p50,
@@ -153,6 +167,8 @@ def load(url: str, bodies: list[tuple[bytes, str]], requests: int, concurrency: 
         "errors": errors[0],
         "infer_ms": 1000 * float(np.mean(inference)),
         "busy": sum(inference) / wall,
+        "server_cpu_ms": 1000 * server_cpu / requests,
+        "client_cpu_ms": 1000 * client_cpu / requests,
     }
 
 
@@ -179,7 +195,7 @@ def main() -> None:
     bodies = [(p.read_bytes(), kinds[p.suffix.lower()]) for p in images]
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     baseline = [ort_throughput(model, images, min(args.requests, 200))]
-    print(f"{len(images)} images; ONNX Runtime alone, one process: {baseline[0]:.1f} img/s\n")
+    print(f"{len(images)} images; ONNX Runtime alone, one process: {baseline[0][0]:.1f} img/s\n")
     rows, memory = [], []
     for label, flags in (
         ()
@@ -194,7 +210,9 @@ def main() -> None:
             load(url, bodies, 20, 2)  # warm-up
             before, total = rss_mb(process.pid), 0
             for concurrency in args.concurrency:
-                rows.append((label, concurrency, load(url, bodies, args.requests, concurrency)))
+                rows.append(
+                    (label, concurrency, load(url, bodies, args.requests, concurrency, process.pid))
+                )
                 total += args.requests
                 print(f"  {label}, concurrency {concurrency}: {rows[-1][2]}", flush=True)
             memory.append((label, total, before, rss_mb(process.pid)))
@@ -202,10 +220,11 @@ def main() -> None:
             process.send_signal(signal.SIGINT)
             process.wait(30)
     baseline.append(ort_throughput(model, images, min(args.requests, 200)))
-    base = sum(baseline) / 2
+    base = (baseline[0][0] + baseline[1][0]) / 2
     print(
-        f"\nONNX Runtime alone: {baseline[0]:.2f} img/s before the table, {baseline[1]:.2f} "
-        f"after (mean {base:.2f}; {1000 / base:.0f} ms per image)\n"
+        f"\nONNX Runtime alone: {baseline[0][0]:.2f} img/s before the table, "
+        f"{baseline[1][0]:.2f} after (mean {base:.2f}; {1000 / base:.0f} ms per image, "
+        f"{(baseline[0][1] + baseline[1][1]) / 2:.0f} CPU ms per image)\n"
     )
     print_table(rows, base)
     print()
@@ -226,14 +245,15 @@ def print_table(rows: list, base: float) -> None:
     """The markdown table; ``base``: ONNX Runtime alone, img/s."""
     print(
         "| batching | concurrency | p50 ms | p95 ms | p99 ms | req/s | × ORT alone "
-        "| server inference ms/img | ORT busy | errors |"
+        "| server inference ms/img | ORT busy | server CPU ms/req | client CPU ms/req | errors |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, concurrency, r in rows:
         print(
             f"| {label} | {concurrency} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} "
             f"| {r['rps']:.2f} | {r['rps'] / base:.2f} | {r['infer_ms']:.0f} "
-            f"| {100 * r['busy']:.0f} % | {r['errors']} |"
+            f"| {100 * r['busy']:.0f} % | {r['server_cpu_ms']:.0f} | {r['client_cpu_ms']:.0f} "
+            f"| {r['errors']} |"
         )
 
 
