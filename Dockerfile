@@ -8,13 +8,11 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
-# serving dependencies only, at the versions pinned in constraints.txt; detflow itself with
-# --no-deps, so neither torch nor the pipeline tooling (DVC, Hydra) is installed
+# the base install + the serve extra, at the versions pinned in constraints.txt: ONNX Runtime,
+# NumPy, Pillow, FastAPI/uvicorn, prometheus-client; no torch, OpenCV, DVC or Hydra
 COPY constraints.txt pyproject.toml README.md ./
-RUN pip install -c constraints.txt numpy pillow pyyaml onnxruntime \
-        fastapi uvicorn prometheus-client python-multipart
 COPY src ./src
-RUN pip install --no-deps . && rm -rf /app/src \
+RUN pip install -c constraints.txt ".[serve]" && rm -rf /app/src \
     && useradd --create-home --uid 10001 detflow \
     && mkdir -p /models/deploy /logs && chown detflow /logs
 

@@ -21,9 +21,11 @@ $(BIN)/python:
 
 # Pinned install: constraints.txt fixes every version (torch and torchvision from the
 # registry, built together). The stamp changes when constraints or pyproject change.
+# Extras (pyproject.toml): pipeline (torch, DVC, Hydra …), serve (HTTP API), dev (tests, lint);
+# the base alone is the ONNX Runtime path, and `pip install ".[serve]"` serves without torch.
 $(STAMP): | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[pipeline,serve,dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)

@@ -3,17 +3,24 @@
 Starts ``detflow serve`` (a subprocess, one model, no hot reload) twice: without batching
 (``--max-batch 1 --max-wait-ms 0``) and with it (``--max-batch 8 --max-wait-ms 2``). For each
 it sends ``--requests`` images (raw PNG/JPEG bodies, keep-alive clients) at each concurrency in
-``--concurrency`` and prints p50/p95/p99 latency, throughput, errors, and the server's RSS
-before the first and after the last request. First it measures ONNX Runtime alone: the same
-images, decoded beforehand, one after another in this process (the "single-process ORT"
-throughput the server is compared with). Clients run in this process, on the same cores.
+``--concurrency`` and prints p50/p95/p99 latency, throughput, errors, the server's own
+inference time per image (the ``latency_ms`` it reports) and the share of wall time its ONNX
+Runtime session was busy, and the server's RSS before the first and after the last request.
+Before and after the table it measures ONNX Runtime alone: the same images, decoded
+beforehand, one after another in this process (the "single-process ORT" throughput the server
+is compared with: their mean). Clients run in this process, on the same cores.
+
+``--soak N``: then N requests at concurrency 8 (batching on) to one fresh server, its RSS
+after every N/5 and the errors; ``--soak-size S`` runs the soak on a stand-in exported at S px
+with 50 proposals (bounded time on a small CPU: memory growth is the server's, whatever the
+model costs).
 
 ``--model`` defaults to ``models/deploy``; when that is missing (no ``dvc repro`` here) a
 stand-in is exported: an untrained ``fasterrcnn_mobilenet_v2`` at ``--size`` px with ImageNet
 backbone weights (same graph as the default model; needs torch, for the export only).
 
 Usage: python bench/serve_load.py [--model models/deploy] [--images DIR] [--requests 300]
-       [--concurrency 1 4 8 16] [--size 320]
+       [--concurrency 1 4 8 16] [--size 320] [--soak 10000 --soak-size 128]
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "data" / "sources" / "thermal_dogs_people" / "test" / "images"
 
 
-def stand_in_model(out: Path, size: int, images: list[Path]) -> Path:
+def stand_in_model(out: Path, size: int, images: list[Path], proposals: int = 300) -> Path:
     import torch
 
     from detflow.data.torch_dataset import image_to_tensor
@@ -55,6 +62,7 @@ def stand_in_model(out: Path, size: int, images: list[Path]) -> Path:
         max_size=size,
         score_threshold=0.05,
         max_detections=100,
+        test_proposals=proposals,
     ).eval()
     export_verified(
         model=model,
@@ -68,15 +76,22 @@ def stand_in_model(out: Path, size: int, images: list[Path]) -> Path:
     return out
 
 
-def ort_throughput(model: Path, images: list[Path], count: int) -> float:
+def ort_throughput(model: Path, images: list[Path], count: int) -> tuple[float, float]:
+    """(images per second, CPU ms per image) of ONNX Runtime alone, one image per call."""
     detector = open_model(model)
     arrays = [np.asarray(load_rgb(p)) for p in images]
     threshold = model_threshold(detector, None)
     detect(detector, arrays[0], threshold)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for index in range(count):
         detect(detector, arrays[index % len(arrays)], threshold)
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / count
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -105,8 +120,12 @@ def start_server(model: Path, args: list[str], log: Path) -> tuple[subprocess.Po
     raise SystemExit("server did not become ready")
 
 
-def load(url: str, bodies: list[tuple[bytes, str]], requests: int, concurrency: int) -> dict:
-    latencies, errors, lock = [], [0], threading.Lock()
+def load(
+    url: str, bodies: list[tuple[bytes, str]], requests: int, concurrency: int, pid: int = 0
+) -> dict:
+    """``requests`` detect calls from ``concurrency`` clients; ``pid``: the server's, for its
+    CPU time per request (0: not measured)."""
+    latencies, inference, errors, lock = [], [], [0], threading.Lock()
     counter = iter(range(requests))
 
     def client():
@@ -115,30 +134,42 @@ def load(url: str, bodies: list[tuple[bytes, str]], requests: int, concurrency: 
                 data, kind = bodies[index % len(bodies)]
                 start = time.perf_counter()
                 try:
-                    ok = (
-                        session.post(
-                            "/v1/detect", content=data, headers={"content-type": kind}
-                        ).status_code
-                        == 200
+                    response = session.post(
+                        "/v1/detect", content=data, headers={"content-type": kind}
                     )
+                    ok = response.status_code == 200
                 except httpx.HTTPError:
                     ok = False
                 elapsed = time.perf_counter() - start
                 with lock:
                     if ok:
                         latencies.append(elapsed)
+                        inference.append(response.json()["latency_ms"] / 1000)
                     else:
                         errors[0] += 1
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    server_cpu, client_cpu = cpu_s(pid) if pid else 0.0, time.process_time()
     start = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
+    client_cpu = time.process_time() - client_cpu
+    server_cpu = cpu_s(pid) - server_cpu if pid else float("nan")
     p50, p95, p99 = (np.percentile(latencies, q) * 1000 for q in (50, 95, 99))
-    return {"p50": p50, "p95": p95, "p99": p99, "rps": len(latencies) / wall, "errors": errors[0]}
+    return {
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "rps": len(latencies) / wall,
+        "errors": errors[0],
+        "infer_ms": 1000 * float(np.mean(inference)),
+        "busy": sum(inference) / wall,
+        "server_cpu_ms": 1000 * server_cpu / requests,
+        "client_cpu_ms": 1000 * client_cpu / requests,
+    }
 
 
 def main() -> None:
@@ -149,8 +180,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--size", type=int, default=320, help="stand-in model's input size")
     parser.add_argument(
-        "--soak", type=int, default=0, help="then N requests at concurrency 4, RSS every N/6"
+        "--soak", type=int, default=0, help="then N requests at concurrency 8, RSS every N/5"
     )
+    parser.add_argument("--soak-size", type=int, help="soak on a stand-in of this size (px)")
     parser.add_argument("--skip-table", action="store_true", help="only the ORT figure and soak")
     args = parser.parse_args()
     images = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".jpg", ".png"))
@@ -161,11 +193,10 @@ def main() -> None:
         model = stand_in_model(tmp / "model.onnx", args.size, images)
     kinds = {".jpg": "image/jpeg", ".png": "image/png"}
     bodies = [(p.read_bytes(), kinds[p.suffix.lower()]) for p in images]
-    base = ort_throughput(model, images, min(args.requests, 200))
-    print(f"{len(images)} images; ONNX Runtime alone, one process: {base:.1f} img/s\n")
-    print("| batching | concurrency | p50 ms | p95 ms | p99 ms | req/s | × ORT alone | errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    memory = []
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    baseline = [ort_throughput(model, images, min(args.requests, 200))]
+    print(f"{len(images)} images; ONNX Runtime alone, one process: {baseline[0][0]:.1f} img/s\n")
+    rows, memory = [], []
     for label, flags in (
         ()
         if args.skip_table
@@ -179,17 +210,23 @@ def main() -> None:
             load(url, bodies, 20, 2)  # warm-up
             before, total = rss_mb(process.pid), 0
             for concurrency in args.concurrency:
-                r = load(url, bodies, args.requests, concurrency)
-                total += args.requests
-                print(
-                    f"| {label} | {concurrency} | {r['p50']:.1f} | {r['p95']:.1f} | "
-                    f"{r['p99']:.1f} | {r['rps']:.1f} | {r['rps'] / base:.2f} | {r['errors']} |",
-                    flush=True,
+                rows.append(
+                    (label, concurrency, load(url, bodies, args.requests, concurrency, process.pid))
                 )
+                total += args.requests
+                print(f"  {label}, concurrency {concurrency}: {rows[-1][2]}", flush=True)
             memory.append((label, total, before, rss_mb(process.pid)))
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(30)
+    baseline.append(ort_throughput(model, images, min(args.requests, 200)))
+    base = (baseline[0][0] + baseline[1][0]) / 2
+    print(
+        f"\nONNX Runtime alone: {baseline[0][0]:.2f} img/s before the table, "
+        f"{baseline[1][0]:.2f} after (mean {base:.2f}; {1000 / base:.0f} ms per image, "
+        f"{(baseline[0][1] + baseline[1][1]) / 2:.0f} CPU ms per image)\n"
+    )
+    print_table(rows, base)
     print()
     for label, total, before, after in memory:
         print(
@@ -197,21 +234,49 @@ def main() -> None:
             f"{total} requests ({after - before:+.0f} MB)"
         )
     if args.soak:
+        if args.soak_size:
+            print(f"\nsoak model: a stand-in exported at {args.soak_size} px")
+            model = stand_in_model(tmp / "soak.onnx", args.soak_size, images, proposals=50)
         soak(model, bodies, args.soak, tmp)
-    print(f"\ncpu cores: {os.cpu_count()}")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
+def print_table(rows: list, base: float) -> None:
+    """The markdown table; ``base``: ONNX Runtime alone, img/s."""
+    print(
+        "| batching | concurrency | p50 ms | p95 ms | p99 ms | req/s | × ORT alone "
+        "| server inference ms/img | ORT busy | server CPU ms/req | client CPU ms/req | errors |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, concurrency, r in rows:
+        print(
+            f"| {label} | {concurrency} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} "
+            f"| {r['rps']:.2f} | {r['rps'] / base:.2f} | {r['infer_ms']:.0f} "
+            f"| {100 * r['busy']:.0f} % | {r['server_cpu_ms']:.0f} | {r['client_cpu_ms']:.0f} "
+            f"| {r['errors']} |"
+        )
 
 
 def soak(model: Path, bodies: list, requests: int, tmp: Path) -> None:
-    """RSS of one server (batching on) over ``requests`` requests, in six steps."""
+    """RSS of one server (batching on, concurrency 8) over ``requests`` requests, in five
+    steps."""
     process, url = start_server(model, ["--max-batch", "8"], tmp / "soak.jsonl")
     try:
         load(url, bodies, 20, 2)
-        points, errors, step = [(0, rss_mb(process.pid))], 0, max(requests // 6, 1)
+        points, errors, step = [(0, rss_mb(process.pid))], 0, max(requests // 5, 1)
+        start = time.perf_counter()
         for done in range(step, requests + 1, step):
-            errors += load(url, bodies, step, 4)["errors"]
+            errors += load(url, bodies, step, 8)["errors"]
             points.append((done, rss_mb(process.pid)))
-        print(f"soak, batching on, concurrency 4: {errors} errors; RSS MB after N requests:")
+            print(
+                f"  soak: {done} requests, RSS {points[-1][1]:.0f} MB, {errors} errors", flush=True
+            )
+        print(
+            f"soak, batching on, concurrency 8: {points[-1][0]} requests in "
+            f"{time.perf_counter() - start:.0f} s, {errors} errors; RSS MB after N requests:"
+        )
         print(", ".join(f"{n}: {mb:.0f}" for n, mb in points))
+        print(f"RSS growth: {points[-1][1] - points[0][1]:+.1f} MB")
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(30)

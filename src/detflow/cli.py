@@ -8,6 +8,17 @@ import sys
 from detflow.core.errors import DetflowError
 from detflow.core.images import DEFAULT_MAX_PIXELS
 
+# modules of the optional extras (pyproject.toml) → the extra that installs them; the base
+# install (ONNX Runtime path) has none of them
+EXTRAS = {
+    **dict.fromkeys(
+        ("torch", "torchvision", "albumentations", "cv2", "onnx", "onnxslim", "pycocotools")
+        + ("imagehash", "defusedxml", "dvc", "dvclive", "hydra", "omegaconf"),
+        "pipeline",
+    ),
+    **dict.fromkeys(("fastapi", "uvicorn", "prometheus_client", "multipart"), "serve"),
+}
+
 
 def _weights(args: argparse.Namespace) -> None:
     from detflow.model.weights import install_offline_mobilenet
@@ -175,6 +186,16 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except DetflowError as exc:
         print(f"detflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"detflow {args.command}: error: needs {exc.name}, which this install lacks; "
+            f"install the '{extra}' extra: pip install -c constraints.txt \".[{extra}]\"",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

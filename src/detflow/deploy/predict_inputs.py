@@ -1,5 +1,5 @@
 """Inputs for prediction: images from a file, a folder or a glob; frames from a video file, a
-camera or a stream (OpenCV).
+camera or a stream (OpenCV, imported only for those: the serving install has no OpenCV).
 
 :func:`open_source` turns what the user typed into a :class:`Source`; iterating it yields
 :class:`Item`\\ s, one per image or frame, each either decoded (``[H, W, 3]`` uint8 RGB, EXIF
@@ -14,13 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from detflow.core.errors import DataError, require_positive
 from detflow.core.images import DEFAULT_MAX_PIXELS, check_pixel_limit, load_rgb
-from detflow.data.formats.common import IMAGE_SUFFIXES
-from detflow.data.formats.video import VIDEO_SUFFIXES
+from detflow.data.formats.common import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from detflow.deploy.stream_reader import LatestFrameReader
 
 STREAM_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -156,6 +154,8 @@ def _images(paths: list[Path], base: Path | None, text: str, max_pixels: int) ->
 
 
 def _video(name: str, target: str | int, *, max_frames, max_pixels, live=False) -> Source:
+    import cv2  # the pipeline extra's; not needed for images
+
     capture = _open_capture(target, name)
     try:
         fps = capture.get(cv2.CAP_PROP_FPS)
@@ -180,7 +180,10 @@ def _video(name: str, target: str | int, *, max_frames, max_pixels, live=False) 
     )
 
 
-def _open_capture(target: str | int, name: str) -> cv2.VideoCapture:
+def _open_capture(target: str | int, name: str):
+    """An opened ``cv2.VideoCapture`` on ``target``; DataError when it cannot be opened."""
+    import cv2
+
     capture = cv2.VideoCapture(target)
     if not capture.isOpened():
         capture.release()
@@ -198,6 +201,8 @@ def _frame_item(bgr: np.ndarray, index: int, name: str, max_pixels: int) -> Item
         check_pixel_limit(width, height, name=label, max_pixels=max_pixels)
     except DataError as exc:
         return Item(name, index, f"{name}_{index:06d}", error=str(exc))
+    import cv2
+
     if bgr.ndim == 2:
         rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
     else:

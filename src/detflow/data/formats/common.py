@@ -14,6 +14,8 @@ from detflow.core.boxes import exif_orient_xyxy
 from detflow.core.images import DEFAULT_MAX_PIXELS, image_header
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# here, not in video.py (OpenCV): `detflow predict` tells videos apart without OpenCV
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 SPLIT_NAMES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
 
 

@@ -19,10 +19,10 @@ from tqdm import tqdm
 
 from detflow.core.errors import ConfigError, DataError, require_choice, require_positive
 from detflow.data.formats.base import SourceImage, SourceScan
+from detflow.data.formats.common import VIDEO_SUFFIXES
 from detflow.core.images import DEFAULT_MAX_PIXELS, check_pixel_limit
 from detflow.data.near_duplicates import hamming, perceptual_hash
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 FRAME_FORMATS = {"png": "PNG", "jpg": "JPEG"}
 
 

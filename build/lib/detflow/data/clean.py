@@ -1,0 +1,422 @@
+"""clean: the data-quality gate. Every image and box is kept, changed or dropped with a reason.
+
+Images are fully decoded under a pixel limit; truncated ones are dropped or repaired (the
+decodable part re-encoded) by policy; all become 8-bit RGB with EXIF orientation applied to
+pixels and boxes, optionally resized by policy. Exact duplicates (same decoded pixels) keep
+their first copy; near-duplicates (perceptual hash) share a ``group`` or are dropped. Boxes
+(COCO ``xywh`` pixels in the files, ``xyxy`` pixels here) are checked for class, finite
+values, positive size, bounds (clipped within a tolerance), minimum side and same-class
+duplicates. A box dropped for a reason that leaves a real object unlabelled
+(:data:`LOST_OBJECT`: non-numeric, unknown class, non-finite, far out of bounds), like an
+image collect marked ``incomplete``, makes its image incomplete: dropped with the reasons
+(``clean.incomplete_images=drop``, the default) or kept, marked and counted (``keep``).
+Quality flags are reported, never used to drop. The source is only read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from detflow.data import manifest
+from detflow.core.boxes import box_iou, exif_orient_xyxy, scale_xyxy, xywh_to_xyxy, xyxy_to_xywh
+from detflow.core.errors import DataError, require_positive
+from detflow.core.faults import maybe_kill
+from detflow.core.files import atomic_dir
+from detflow.core.images import (
+    DEFAULT_MAX_PIXELS,
+    RESIZE_MODES,
+    PixelLimitError,
+    decode_with_info,
+    require_pixel_limit,
+    resize_policy,
+)
+from detflow.core.options import ConfigOptions
+from detflow.data.near_duplicates import clusters, near_duplicate_pairs, perceptual_hash
+from detflow.data.quality import quality_flags
+
+FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png"}
+# clean's box drop reasons that leave a real object of the image without its box
+LOST_OBJECT = frozenset({"non_numeric", "unknown_class", "non_finite", "out_of_bounds"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class CleanPolicy(ConfigOptions):
+    """What clean does: the validated ``clean.*`` (see conf/config.yaml) and the pixel limit
+    ``limits.max_pixels``; ``CleanPolicy.from_config(cfg["clean"], max_pixels=…)``."""
+
+    SECTION = "clean"
+
+    min_box_px: float = 2.0
+    clip_tolerance_px: float = 4.0
+    duplicate_box_iou: float | None = 0.95
+    near_duplicate_distance: int | None = 4
+    near_duplicate_policy: str = field(default="group", metadata={"choices": ("group", "drop")})
+    broken_images: str = field(default="drop", metadata={"choices": ("drop", "repair")})
+    incomplete_images: str = field(default="drop", metadata={"choices": ("drop", "keep")})
+    resize: str = field(default="none", metadata={"choices": RESIZE_MODES})
+    resize_size: int = 640
+    imbalance_warning: float = 10.0
+    quality: dict = field(default_factory=dict)
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"key": "limits.max_pixels"})
+
+    def check(self) -> None:
+        require_positive("clean.min_box_px", self.min_box_px, allow_zero=True)
+        require_positive("clean.clip_tolerance_px", self.clip_tolerance_px, allow_zero=True)
+        for key in ("duplicate_box_iou", "near_duplicate_distance"):
+            if getattr(self, key) is not None:
+                require_positive(f"clean.{key}", getattr(self, key), allow_zero=True)
+        require_positive("clean.resize_size", self.resize_size)
+        require_pixel_limit(self.max_pixels)
+
+
+def clean_dataset(
+    *,
+    in_json: str | Path,
+    out_dir: str | Path,
+    policy: CleanPolicy | None = None,
+) -> dict:
+    """Write the cleaned ``out_dir/dataset.json`` + ``out_dir/images/``; return the report
+    (counts per reason, every dropped/changed image and box, quality flags, class balance,
+    and the ``clean.*`` policy)."""
+    policy = policy or CleanPolicy()
+    source = manifest.load_dataset(in_json)
+    boxes_of = manifest.annotations_by_image(source)
+    out = manifest.new_dataset(class_names=manifest.class_names(source))
+    log, hashes = _Log(), []
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "images").mkdir()
+        cleaner = _ImageCleaner(
+            manifest.image_dir(in_json, source),
+            tmp / "images",
+            policy,
+            policy.max_pixels,
+            log,
+            {c["id"] for c in source["categories"]},
+        )
+        for image in tqdm(source["images"], desc="clean", unit="img", leave=False, disable=None):
+            kept = cleaner(image, boxes_of.get(image["id"], []))
+            maybe_kill("clean.image")
+            if kept is None:
+                continue
+            rgb, file_name, changes, boxes, incomplete = kept
+            new_id = manifest.add_image(
+                out,
+                file_name=file_name,
+                width=rgb.width,
+                height=rgb.height,
+                source=image["source"],
+                group=image["group"],
+                split=image.get("split"),
+                labelled=image.get("labelled"),
+                quality=quality_flags(rgb, policy.quality) or None,
+                changes=changes or None,
+                incomplete=incomplete or None,
+            )
+            for ann, xyxy in boxes:
+                manifest.add_box(
+                    out,
+                    image_id=new_id,
+                    category_id=ann["category_id"],
+                    xywh=xyxy_to_xywh([xyxy])[0],
+                    ignore=_ignore_kind(ann),
+                )
+            hashes.append(perceptual_hash(rgb))
+        near = _near_duplicates(out, hashes, policy, log, tmp / "images")
+        if not out["images"]:
+            raise DataError(f"{in_json}: every image was dropped by clean; see the report reasons")
+        manifest.save_dataset(out, tmp / "dataset.json", image_dir=tmp / "images")
+    report = {**log.report(source, out), **near, **_balance(out, policy.imbalance_warning)}
+    if report["images_incomplete_kept"]:
+        report["warnings"].append(
+            f"{report['images_incomplete_kept']} incomplete images kept "
+            "(clean.incomplete_images=keep): an object of each has no box"
+        )
+    return {**report, "policy": policy.to_dict()}
+
+
+class _ImageCleaner:
+    """One image at a time: decode, drop exact duplicates, check boxes, resize, write."""
+
+    def __init__(self, source_dir, out_dir, policy, max_pixels, log, categories):
+        self.source_dir, self.out_dir, self.policy = source_dir, out_dir, policy
+        self.max_pixels, self.log, self.categories = max_pixels, log, categories
+        self.seen: dict[str, str] = {}
+
+    def __call__(self, image: dict, anns: list[dict]):
+        """``(rgb, file name, changes, [(annotation, xyxy)], incomplete reasons)``, or None
+        when dropped."""
+        decoded = _decode(
+            self.source_dir / image["file_name"],
+            image,
+            self.policy,
+            self.max_pixels,
+            self.log,
+            anns,
+        )
+        if decoded is None:
+            return None
+        rgb, data, fmt, orientation, changes = decoded
+        digest = hashlib.sha256(rgb.tobytes() + repr(rgb.size).encode()).hexdigest()
+        if digest in self.seen:
+            return self.log.drop_image(
+                image, anns, "exact_duplicate", f"same pixels as {self.seen[digest]}"
+            )
+        self.seen[digest] = image["source"]
+        start = len(self.log.dropped)
+        boxes = _check_boxes(
+            anns, image, orientation, rgb.size, self.policy, self.log, self.categories
+        )
+        incomplete = [*image.get("incomplete", []), *self.log.lost_since(start)]
+        if incomplete and self.policy.incomplete_images == "drop":
+            del self.seen[digest]  # a complete copy of these pixels may still come
+            detail = "; ".join(incomplete)
+            return self.log.drop_image(image, [a for a, _ in boxes], "incomplete", detail)
+        rgb, transform = resize_policy(rgb, mode=self.policy.resize, size=self.policy.resize_size)
+        if transform != (1.0, 1.0, 0.0, 0.0):
+            changes.append("resized")
+            boxes = [(a, _scaled(xyxy, transform)) for a, xyxy in boxes]
+        file_name = _write_image(data, rgb, fmt, digest, changes, self.out_dir)
+        return rgb, file_name, changes, boxes, incomplete
+
+
+def _decode(path: Path, image: dict, policy: CleanPolicy, max_pixels: int, log, anns):
+    """(rgb, bytes, format, EXIF orientation, changes) or None when the image is dropped."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # the reason only: no absolute path in the report
+        return log.drop_image(image, anns, "unreadable_image", exc.strerror or type(exc).__name__)
+    changes = []
+    try:
+        rgb, info = decode_with_info(data, name=image["source"], max_pixels=max_pixels)
+    except PixelLimitError as exc:
+        return log.drop_image(image, anns, "too_many_pixels", str(exc))
+    except DataError as exc:
+        if policy.broken_images == "drop":
+            return log.drop_image(image, anns, "unreadable_image", str(exc))
+        try:
+            rgb, info = decode_with_info(
+                data, name=image["source"], max_pixels=max_pixels, allow_truncated=True
+            )
+        except DataError as again:
+            return log.drop_image(image, anns, "unreadable_image", str(again))
+        changes.append("repaired")
+    if info["orientation"] not in (0, 1):
+        changes.append("exif_rotated")
+    if info["mode"] != "RGB":
+        changes.append("converted_to_rgb")
+    expected = FORMAT_SUFFIX.get(info["format"])
+    if expected and Path(image["file_name"]).suffix.lower() not in (expected, ".jpeg"):
+        changes.append("wrong_extension")
+    return rgb, data, info["format"], info["orientation"], changes
+
+
+def _check_boxes(anns, image, orientation, size, policy, log, valid_categories):
+    """Valid boxes as ``(annotation, xyxy)`` in the decoded (oriented) image's pixels."""
+    kept = []
+    for ann in anns:
+        xyxy = _check_box(ann, image, orientation, size, valid_categories, policy, log)
+        if xyxy is None:
+            continue
+        same = [k for a, k in kept if a["category_id"] == ann["category_id"]]
+        limit = policy.duplicate_box_iou
+        if limit is not None and same and box_iou([xyxy], same).max() > limit:
+            log.drop_box(image, ann, "duplicate_box")
+            continue
+        kept.append((ann, xyxy))
+    return kept
+
+
+def _ignore_kind(ann: dict) -> str | None:
+    """The ``ignore`` kind a kept box carries on (crowd boxes always have one)."""
+    if ann.get("ignore"):
+        return str(ann["ignore"])
+    return "crowd" if ann.get("iscrowd") else None
+
+
+def _check_box(ann, image, orientation, size, valid_categories, policy, log):
+    try:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+    except (TypeError, ValueError):
+        return log.drop_box(image, ann, "non_numeric")
+    if ann["category_id"] not in valid_categories:
+        return log.drop_box(image, ann, "unknown_class")
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        return log.drop_box(image, ann, "non_finite")
+    if w <= 0 or h <= 0:
+        return log.drop_box(image, ann, "non_positive_size")
+    x1, y1, x2, y2 = exif_orient_xyxy(
+        xywh_to_xyxy([[x, y, w, h]]),
+        orientation=orientation,
+        width=image["width"],
+        height=image["height"],
+    )[0]
+    width, height, tol = size[0], size[1], policy.clip_tolerance_px
+    if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
+        return log.drop_box(image, ann, "out_of_bounds")
+    clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+    if clipped != (x1, y1, x2, y2):
+        log.modified["clipped"] += 1
+    if clipped[2] - clipped[0] < policy.min_box_px or clipped[3] - clipped[1] < policy.min_box_px:
+        return log.drop_box(image, ann, "too_small")
+    return clipped
+
+
+def _scaled(xyxy, transform):
+    sx, sy, ox, oy = transform
+    return tuple(scale_xyxy([xyxy], scale_x=sx, scale_y=sy, offset_x=ox, offset_y=oy)[0])
+
+
+def _write_image(data: bytes, rgb, fmt, digest: str, changes, folder: Path) -> str:
+    """Keep the original bytes when they already are this RGB image; else write PNG."""
+    pixel_changes = {"repaired", "exif_rotated", "converted_to_rgb", "resized"}
+    if fmt in FORMAT_SUFFIX and not pixel_changes & set(changes):
+        name = digest[:20] + FORMAT_SUFFIX[fmt]
+        (folder / name).write_bytes(data)
+        return name
+    name = digest[:20] + ".png"
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="PNG")
+    (folder / name).write_bytes(buffer.getvalue())
+    return name
+
+
+def _near_duplicates(out: dict, hashes: list[int], policy: CleanPolicy, log, folder: Path):
+    """Merge near-duplicate clusters (joined through shared groups too) into the group of
+    their first image; with policy ``drop``, keep only each cluster's first image."""
+    images = out["images"]
+    distance = policy.near_duplicate_distance
+    pairs = [] if distance is None else near_duplicate_pairs(hashes, max_distance=distance)
+    listing = [
+        {"a": images[i]["source"], "b": images[j]["source"], "distance": d} for i, j, d in pairs
+    ]
+    if policy.near_duplicate_policy == "drop":
+        _drop_cluster_members(out, clusters(len(images), pairs), log, folder)
+        images, pairs = out["images"], []
+    first_of_group: dict[str, int] = {}
+    links = list(pairs)
+    for index, image in enumerate(images):
+        links.append((first_of_group.setdefault(image["group"], index), index))
+    roots = clusters(len(images), links)
+    for index, image in enumerate(images):
+        image["group"] = images[roots[index]]["group"]
+    return {
+        "near_duplicate_pairs": len(listing),
+        "groups_merged": len(first_of_group) - len({im["group"] for im in images}),
+        "near_duplicates": listing,
+    }
+
+
+def _drop_cluster_members(out: dict, roots: list[int], log, folder: Path) -> None:
+    images, by_image = out["images"], manifest.annotations_by_image(out)
+    drop = {images[i]["id"] for i in range(len(images)) if roots[i] != i}
+    for i, image in enumerate(images):
+        if image["id"] in drop:
+            log.drop_image(
+                image,
+                by_image.get(image["id"], []),
+                "near_duplicate",
+                f"near-identical to {images[roots[i]]['source']}",
+            )
+            (folder / image["file_name"]).unlink()
+    out["images"] = [im for im in images if im["id"] not in drop]
+    out["annotations"] = [a for a in out["annotations"] if a["image_id"] not in drop]
+
+
+def _balance(out: dict, warn_above: float) -> dict:
+    """Boxes per class, imbalance ratio (most / fewest boxes) and warnings."""
+    per_class = manifest.class_counts(out)
+    warnings = [f"class '{n}' has no boxes left" for n, c in per_class.items() if c == 0]
+    ratio = None
+    if per_class and not warnings:
+        ratio = max(per_class.values()) / min(per_class.values())
+        if ratio > warn_above:
+            warnings.append(
+                f"class imbalance {ratio:.1f} (most/fewest boxes) exceeds "
+                f"{warn_above}; consider augment class balancing"
+            )
+    quality = Counter(flag for im in out["images"] for flag in im.get("quality", []))
+    return {
+        "class_counts": per_class,
+        "imbalance_ratio": ratio,
+        "warnings": warnings,
+        "quality_flags": dict(sorted(quality.items())),
+    }
+
+
+class _Log:
+    """Counts and lists of what clean dropped or changed."""
+
+    def __init__(self):
+        self.dropped: list[dict] = []
+        self.modified: Counter = Counter()
+
+    def drop_image(self, image, anns, reason, detail=""):
+        self.dropped.append(
+            {
+                "item": "image",
+                "source": image["source"],
+                "reason": reason,
+                "detail": detail,
+                "boxes": len(anns),
+            }
+        )
+        for ann in anns:
+            self.drop_box(image, ann, f"image_dropped:{reason}")
+
+    def drop_box(self, image, ann, reason):
+        bbox = [v if _finite_number(v) else str(v) for v in ann["bbox"]]  # report stays JSON
+        self.dropped.append(
+            {
+                "item": "box",
+                "source": image["source"],
+                "reason": reason,
+                "annotation_id": ann["id"],
+                "bbox": bbox,
+            }
+        )
+
+    def lost_since(self, start: int) -> list[str]:
+        """``"box <id>: <reason>"`` of the box drops after index ``start`` that leave a real
+        object unlabelled."""
+        return [
+            f"box {d['annotation_id']}: {d['reason']}"
+            for d in self.dropped[start:]
+            if d["item"] == "box" and d["reason"] in LOST_OBJECT
+        ]
+
+    def report(self, source: dict, out: dict) -> dict:
+        images = Counter(d["reason"] for d in self.dropped if d["item"] == "image")
+        boxes = Counter(d["reason"] for d in self.dropped if d["item"] == "box")
+        changed = Counter(c for im in out["images"] for c in im.get("changes", []))
+        incomplete = [
+            {"source": im["source"], "reasons": im["incomplete"]}
+            for im in out["images"]
+            if im.get("incomplete")
+        ]
+        return {
+            "images_in": len(source["images"]),
+            "images_kept": len(out["images"]),
+            "images_dropped": sum(images.values()),
+            "boxes_in": len(source["annotations"]),
+            "boxes_kept": len(out["annotations"]),
+            "boxes_dropped": sum(boxes.values()),
+            "boxes_clipped": self.modified["clipped"],
+            "images_dropped_by_reason": dict(sorted(images.items())),
+            "boxes_dropped_by_reason": dict(sorted(boxes.items())),
+            "images_changed_by_kind": dict(sorted(changed.items())),
+            "images_incomplete_kept": len(incomplete),
+            "boxes_ignored": sum(1 for a in out["annotations"] if manifest.is_ignored(a)),
+            "dropped": self.dropped,
+            "incomplete_kept": incomplete,
+        }
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,1 @@
+"""Dataset readers: each turns one source kind into :class:`detflow.data.formats.base.SourceScan`."""

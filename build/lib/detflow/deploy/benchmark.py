@@ -1,0 +1,149 @@
+"""The optimize benchmark: every variant on the same images in one process, the accuracy
+budget against ``ort_fp32``, and the table, plot points and markdown that report it.
+
+A row (one per variant, in build order) holds ``status``: ``ok``, ``skipped: <reason>``
+(not built or not runnable here) or ``rejected: <reason>`` (over the accuracy budget); a
+variant that ran also holds ``size_mb``, ``map50_95``, ``map50`` (COCO, test split, after the
+post-processing in the model's metadata), ``latency_ms_p50|p95`` (batch 1, one image per
+call), ``throughput_img_s`` (test images per second of inference, one after another) and
+``provider`` (the ORT execution provider that ran it).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from detflow.core.errors import DetflowError
+from detflow.deploy.onnx_detector import OnnxDetector
+from detflow.deploy.quantize import calibration_images
+from detflow.deploy.variants import OptimizeOptions, Variant, build_variants
+from detflow.evaluate.metrics import evaluate_predictor
+from detflow.model.checkpoint_file import check_classes
+
+REFERENCE = "ort_fp32"
+
+
+def build_and_benchmark(
+    *, onnx_path: str | Path, out_dir: str | Path, val, test, options: OptimizeOptions
+) -> tuple[list[Variant], dict[str, dict]]:
+    """The optimize stage's work: build ``options.variants`` of ``onnx_path`` into ``out_dir``
+    (static INT8 calibrated on the first ``options.calibration_images`` of ``val``), benchmark
+    them on ``test`` and judge them by ``options.max_map_drop`` (:func:`apply_budget`).
+    ``val``, ``test``: DetectionDatasets. Returns (the variants, the table)."""
+    variants = build_variants(
+        onnx_path=onnx_path,
+        out_dir=out_dir,
+        calibration=calibration_images(val, options.calibration_images),
+        options=options,
+    )
+    table = benchmark(variants=variants, dataset=test, warmup_runs=options.warmup_runs)
+    return variants, apply_budget(table, max_map_drop=options.max_map_drop)
+
+
+def benchmark(*, variants: list[Variant], dataset, warmup_runs: int = 2) -> dict[str, dict]:
+    """Run each variant over ``dataset`` (a DetectionDataset); returns name → row."""
+    if len(dataset) == 0:
+        raise DetflowError("optimize: the test split is empty; nothing to benchmark on")
+    table = {}
+    for variant in variants:
+        if variant.skipped is not None:
+            table[variant.name] = {"status": f"skipped: {variant.skipped}"}
+            continue
+        try:
+            detector = OnnxDetector(variant.path, providers=variant.providers)
+        except DetflowError as exc:  # e.g. a provider without kernels for the variant's ops
+            table[variant.name] = {"status": f"skipped: {exc}"}
+            continue
+        check_classes(detector.class_names, dataset.class_names, where=dataset.json_path)
+        first = dataset[0][0].numpy()
+        try:  # the first runs are where a provider fails (e.g. TensorRT builds its engine)
+            for _ in range(max(warmup_runs, 1)):
+                detector(first)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            table[variant.name] = {"status": f"skipped: {detector.provider} cannot run it: {exc}"}
+            continue
+        table[variant.name] = _measure(detector, dataset)
+        del detector  # one session alive at a time
+    return table
+
+
+def _measure(detector: OnnxDetector, dataset) -> dict:
+    seconds = []
+
+    def predict_one(image):
+        start = time.perf_counter()
+        out = detector(image.numpy())
+        seconds.append(time.perf_counter() - start)
+        return out
+
+    metrics = evaluate_predictor(predict_one, dataset)
+    return {
+        "status": "ok",
+        "size_mb": round(detector.path.stat().st_size / 1e6, 3),
+        "map50_95": metrics["map50_95"],
+        "map50": metrics["map50"],
+        "latency_ms_p50": metrics["latency_ms_p50"],
+        "latency_ms_p95": metrics["latency_ms_p95"],
+        "throughput_img_s": len(seconds) / sum(seconds),
+        "provider": detector.provider,
+    }
+
+
+def apply_budget(table: dict[str, dict], *, max_map_drop: float) -> dict[str, dict]:
+    """A copy of ``table`` where each variant that ran gets ``map_drop`` (mAP50-95 points lost
+    against ``ort_fp32``) and, above ``max_map_drop``, the status ``rejected: …``."""
+    reference = table.get(REFERENCE, {})
+    if reference.get("status") != "ok":
+        raise DetflowError(
+            f"optimize: the accuracy budget needs {REFERENCE} benchmarked (status "
+            f"{reference.get('status', 'not in optimize.variants')}); add it to optimize.variants"
+        )
+    out = {}
+    for name, row in table.items():
+        row = dict(row)
+        if "map50_95" in row:
+            row["map_drop"] = round(100 * (reference["map50_95"] - row["map50_95"]), 4)
+            if row["map_drop"] > max_map_drop:
+                row["status"] = (
+                    f"rejected: loses {row['map_drop']:.2f} mAP50-95 points vs {REFERENCE} "
+                    f"(optimize.max_map_drop={max_map_drop})"
+                )
+        out[name] = row
+    return out
+
+
+def fastest_accepted(table: dict[str, dict]) -> str:
+    """The accepted (status ok) variant with the lowest p50 latency."""
+    accepted = [name for name, row in table.items() if row["status"] == "ok"]
+    if not accepted:
+        statuses = "; ".join(f"{n}: {r['status']}" for n, r in table.items())
+        raise DetflowError(f"optimize: no variant to deploy ({statuses})")
+    return min(accepted, key=lambda name: table[name]["latency_ms_p50"])
+
+
+def latency_points(table: dict[str, dict]) -> list[dict]:
+    """``{variant, p50_ms}`` of each variant that ran: the DVC bar plot's data."""
+    return [
+        {"variant": name, "p50_ms": round(row["latency_ms_p50"], 3)}
+        for name, row in table.items()
+        if "latency_ms_p50" in row
+    ]
+
+
+def markdown_table(table: dict[str, dict]) -> str:
+    """The benchmark as a markdown table, one row per variant."""
+    rows = [
+        "| variant | size MB | mAP50-95 | mAP50 | p50 ms | p95 ms | img/s | provider | status |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in table.items():
+        if "map50_95" not in r:
+            rows.append(f"| {name} | | | | | | | | {r['status']} |")
+            continue
+        rows.append(
+            f"| {name} | {r['size_mb']:.1f} | {r['map50_95']:.3f} | {r['map50']:.3f} "
+            f"| {r['latency_ms_p50']:.1f} | {r['latency_ms_p95']:.1f} "
+            f"| {r['throughput_img_s']:.1f} | {r['provider']} | {r['status']} |"
+        )
+    return "\n".join(rows)

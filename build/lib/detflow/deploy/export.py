@@ -1,0 +1,262 @@
+"""export: the trained detector → ONNX with pre- and post-processing in the graph, gated by
+a parity check of ONNX Runtime against PyTorch on real images.
+
+Box errors are in ``xyxy`` pixels of the input image; scores are compared absolutely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from detflow.core.errors import ConfigError, DetflowError, require_positive
+from detflow.core.faults import maybe_kill
+from detflow.core.files import atomic_file
+from detflow.core.options import ConfigOptions
+from detflow.deploy.onnx_detector import OUTPUTS, OnnxDetector
+from detflow.evaluate.inference import detect_images
+from detflow.model.postprocess import apply_postprocess
+from detflow.model.postprocess_config import PostprocessOptions
+
+SIMPLIFIERS = ("none", "onnxslim")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions(ConfigOptions):
+    """The validated ``export.*`` (see conf/config.yaml): the ONNX opset, the test images the
+    parity check uses and its tolerances, and the graph simplifier."""
+
+    SECTION = "export"
+
+    opset: int = 17
+    parity_images: int = 8
+    max_box_error_px: float = 1.0
+    max_score_error: float = 0.001
+    simplify: str = field(default="none", metadata={"choices": SIMPLIFIERS})
+
+    def check(self) -> None:
+        require_positive("export.opset", self.opset, integer=True)
+        if self.opset < 11:  # torchvision's detectors need opset 11 or later
+            raise ConfigError(f"export.opset={self.opset!r} must be an ONNX opset >= 11 (e.g. 17)")
+        require_positive("export.parity_images", self.parity_images, integer=True)
+        require_positive("export.max_box_error_px", self.max_box_error_px, allow_zero=True)
+        require_positive("export.max_score_error", self.max_score_error, allow_zero=True)
+
+
+def export_onnx(
+    *,
+    model: torch.nn.Module,
+    onnx_path: str | Path,
+    sample: torch.Tensor,
+    class_names: list[str],
+    config: dict,
+    options: ExportOptions,
+    postprocess: PostprocessOptions | None = None,
+) -> None:
+    """Export ``model`` (eval mode) with a dynamic ``[3, H, W]`` input to ``onnx_path`` with
+    ``options.opset``; ``options.simplify``: ``none`` | ``onnxslim`` (constant folding and
+    redundant-node removal).
+
+    The file passes ``onnx.checker`` and carries class names, input spec, normalisation,
+    score threshold and a hash of the training config as metadata properties; with
+    ``postprocess`` (the shared ``postprocess.*`` options) also ``detflow_postprocess`` (their
+    JSON), which :class:`detflow.deploy.onnx_detector.OnnxDetector` applies to the graph's
+    outputs.
+    """
+    model.eval()
+    tmp = str(onnx_path)
+    output_names = _output_order(model, sample)
+    torch.onnx.export(
+        model,
+        ([sample],),
+        tmp,
+        opset_version=options.opset,
+        dynamo=False,
+        input_names=["image"],
+        output_names=output_names,
+        dynamic_axes={
+            "image": {1: "height", 2: "width"},
+            "boxes": {0: "detections"},
+            "labels": {0: "detections"},
+            "scores": {0: "detections"},
+        },
+    )
+    proto = onnx.load(tmp)
+    transform = model.transform
+    meta = {
+        "detflow_class_names": json.dumps(class_names),
+        "detflow_input": json.dumps(
+            {
+                "layout": "CHW",
+                "dtype": "float32",
+                "range": [0, 1],
+                "min_size": list(transform.min_size),
+                "max_size": transform.max_size,
+            }
+        ),
+        "detflow_normalize": json.dumps({"mean": transform.image_mean, "std": transform.image_std}),
+        "detflow_score_threshold": str(_score_threshold(model)),
+        "detflow_config_sha256": hashlib.sha256(
+            json.dumps(config, sort_keys=True).encode()
+        ).hexdigest(),
+    }
+    if postprocess is not None:
+        meta["detflow_postprocess"] = json.dumps(postprocess.to_dict(), sort_keys=True)
+    if options.simplify == "onnxslim":
+        import onnxslim  # only when asked for: it takes seconds to import and run
+
+        proto = onnxslim.slim(proto)
+    onnx.helper.set_model_props(proto, meta)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, tmp)
+
+
+def _output_order(model: torch.nn.Module, sample: torch.Tensor) -> list[str]:
+    """The detector's output keys in the order it returns them: the exported graph's outputs
+    follow the dict's order (Faster R-CNN: boxes, labels, scores; FCOS, RetinaNet and SSD:
+    boxes, scores, labels), so they are named from it, and read by name."""
+    with torch.no_grad():
+        keys = list(model([sample])[0])
+    if sorted(keys) != sorted(OUTPUTS):
+        raise DetflowError(f"export: the detector returns {keys}; expected {list(OUTPUTS)}")
+    return keys
+
+
+def _score_threshold(model) -> float:
+    return float(getattr(getattr(model, "roi_heads", model), "score_thresh", 0.0))
+
+
+def compare_detections(reference: dict, candidate: dict) -> dict:
+    """Match ``candidate`` detections to ``reference`` (same label, nearest box, greedy by
+    reference score); returns max box error (px), max score error and unmatched counts."""
+    used = np.zeros(len(candidate["scores"]), dtype=bool)
+    box_error, score_error, unmatched = 0.0, 0.0, []
+    for i in np.argsort(-np.asarray(reference["scores"]), kind="stable"):
+        same = np.flatnonzero((candidate["labels"] == reference["labels"][i]) & ~used)
+        if same.size == 0:
+            unmatched.append(float(reference["scores"][i]))
+            continue
+        distance = np.abs(candidate["boxes"][same] - reference["boxes"][i]).max(axis=1)
+        j = same[int(np.argmin(distance))]
+        used[j] = True
+        box_error = max(box_error, float(distance.min()))
+        score_error = max(score_error, abs(float(candidate["scores"][j] - reference["scores"][i])))
+    unmatched += [float(s) for s in np.asarray(candidate["scores"])[~used]]
+    return {
+        "max_box_error_px": box_error,
+        "max_score_error": score_error,
+        "unmatched_scores": unmatched,
+    }
+
+
+def check_parity(
+    *,
+    model: torch.nn.Module,
+    onnx_path: str | Path,
+    images: list[torch.Tensor],
+    names: list[str],
+    options: ExportOptions,
+    score_threshold: float,
+    postprocess: PostprocessOptions | None = None,
+) -> dict:
+    """Compare ORT with PyTorch on ``images`` within ``options.max_box_error_px`` and
+    ``options.max_score_error``; DetflowError names the worst image on failure.
+
+    ``postprocess``: the shared ``postprocess.*`` options; both outputs go through the same
+    :func:`detflow.model.postprocess.apply_postprocess` before they are compared (None: the raw
+    outputs are compared). Unmatched detections are tolerated only within
+    ``max_score_error`` of ``score_threshold`` (they may cross it through rounding alone).
+    """
+    max_box_error_px, max_score_error = options.max_box_error_px, options.max_score_error
+    detector = OnnxDetector(onnx_path, postprocess=False)  # raw outputs: applied below
+    worst, report = (
+        None,
+        {"images": len(images), "max_box_error_px": 0.0, "max_score_error": 0.0, "detections": 0},
+    )
+    for name, image in zip(names, images, strict=True):
+        reference = detect_images(model, [image], postprocess=postprocess)[0]
+        reference = {k: v.numpy() for k, v in reference.items()}
+        candidate = detector(image.numpy())
+        if postprocess is not None:
+            candidate = apply_postprocess(
+                candidate["boxes"], candidate["scores"], candidate["labels"], config=postprocess
+            )
+        result = compare_detections(reference, candidate)
+        report["detections"] += len(reference["scores"])
+        bad = [s for s in result["unmatched_scores"] if s > score_threshold + max_score_error]
+        for key in ("max_box_error_px", "max_score_error"):
+            report[key] = max(report[key], result[key])
+        failed = (
+            bad
+            or result["max_box_error_px"] > max_box_error_px
+            or result["max_score_error"] > max_score_error
+        )
+        if failed and worst is None:
+            worst = (name, result, bad)
+        maybe_kill("export.image")
+    report["passed"] = worst is None
+    if worst is not None:
+        name, result, bad = worst
+        raise DetflowError(
+            f"ONNX parity failed on {name}: box error {result['max_box_error_px']:.3f}px "
+            f"(limit {max_box_error_px}), score error {result['max_score_error']:.2e} "
+            f"(limit {max_score_error}), {len(bad)} unmatched detections; not exported"
+        )
+    return report
+
+
+def parity_count(options: ExportOptions, available: int) -> int:
+    """How many test images the parity check uses: ``export.parity_images``, or all
+    ``available`` when there are fewer."""
+    return min(options.parity_images, available)
+
+
+def export_verified(
+    *,
+    model: torch.nn.Module,
+    onnx_path: str | Path,
+    images: list[torch.Tensor],
+    names: list[str],
+    class_names: list[str],
+    config: dict,
+    options: ExportOptions,
+    postprocess: PostprocessOptions | None = None,
+) -> dict:
+    """Export (see :func:`export_onnx`), then check parity on ``images`` (after
+    ``postprocess``, see :func:`check_parity`); the file appears at ``onnx_path`` only if
+    parity holds. Returns the parity report. ``images``: the first ``options.parity_images``
+    test images (:func:`parity_count`)."""
+    if not images:
+        raise DetflowError("export: no images to check parity on; the test split is empty")
+    with atomic_file(onnx_path) as tmp:
+        export_onnx(
+            model=model,
+            onnx_path=tmp,
+            sample=images[0],
+            class_names=class_names,
+            config=config,
+            options=options,
+            postprocess=postprocess,
+        )
+        report = check_parity(
+            model=model,
+            onnx_path=tmp,
+            images=images,
+            names=names,
+            options=options,
+            score_threshold=(
+                postprocess.score_threshold if postprocess else _score_threshold(model)
+            ),
+            postprocess=postprocess,
+        )
+    report["opset"] = options.opset
+    report["simplify"] = options.simplify
+    report["nodes"] = len(onnx.load(str(onnx_path), load_external_data=False).graph.node)
+    report["size_mb"] = Path(onnx_path).stat().st_size / 1e6
+    return report

@@ -1,0 +1,115 @@
+"""ONNX Runtime inference for detflow-exported models (no training stack needed).
+
+The ONNX graph takes one ``[3, H, W]`` float32 image in 0..1 and does resizing, normalising,
+box decoding and NMS itself; it returns ``boxes`` (``[N, 4]`` xyxy pixels of the input),
+``labels`` (``[N]`` int64, 1..C) and ``scores`` (``[N]`` float32). A model exported with a
+``postprocess.*`` config carries it as the ``detflow_postprocess`` metadata property, and
+:class:`OnnxDetector` applies it (:func:`detflow.deploy.onnx_postprocess.apply_postprocess`,
+NumPy) to those outputs, so class-agnostic or soft NMS give the same detections as in
+PyTorch; with the default, class-aware hard NMS, the graph has done it all. Imports no
+torch: a deploy machine needs ONNX Runtime only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from detflow.core.errors import DetflowError
+from detflow.deploy.onnx_postprocess import apply_postprocess
+from detflow.model.postprocess_config import PostprocessOptions
+
+OUTPUTS = ("boxes", "labels", "scores")  # the graph's outputs, read by name (order varies)
+METADATA_KEYS = ("detflow_class_names", "detflow_input", "detflow_score_threshold")
+
+
+def make_session(
+    path: str | Path,
+    *,
+    providers: list | None = None,
+    threads: int = 0,
+    optimization: str = "all",
+    save_optimized: str | Path | None = None,
+) -> ort.InferenceSession:
+    """An ORT session; ``threads`` 0 = all cores; ``optimization`` basic | extended | all;
+    ``save_optimized``: also write the optimised graph there."""
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[optimization]
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.log_severity_level = 3
+    if save_optimized is not None:
+        options.optimized_model_filepath = str(save_optimized)
+    try:
+        return ort.InferenceSession(
+            str(path), options, providers=providers or ["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise DetflowError(f"{path}: ONNX Runtime cannot load the model ({exc})") from exc
+
+
+class OnnxDetector:
+    """Callable detector over an exported model: ``detector(image)`` → numpy outputs.
+
+    ``postprocess``: apply the model's ``detflow_postprocess`` metadata (when it has one; read
+    into :attr:`postprocess`, a :class:`PostprocessOptions`) to the graph's outputs, and drop
+    label 0 (background, which one-stage heads such as FCOS and RetinaNet also score), as
+    :func:`detflow.model.postprocess.apply_postprocess` does in PyTorch; False returns the
+    outputs as the graph gives them.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        providers: list | None = None,
+        threads: int = 0,
+        postprocess: bool = True,
+    ):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DetflowError(f"{self.path}: model not found; run the export stage first")
+        self.session = make_session(self.path, providers=providers, threads=threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        missing = [k for k in METADATA_KEYS if k not in meta]
+        if missing:
+            raise DetflowError(
+                f"{self.path}: not a detflow model (metadata {missing} missing); "
+                "export it with the detflow export stage"
+            )
+        self.metadata = meta
+        self.class_names = json.loads(meta["detflow_class_names"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.postprocess: PostprocessOptions | None = None
+        self._raw = not postprocess
+        if postprocess and "detflow_postprocess" in meta:
+            self.postprocess = PostprocessOptions.from_config(
+                json.loads(meta["detflow_postprocess"])
+            )
+        # class-aware hard NMS is the graph's own (detector_does_all): nothing to add
+        self._apply = self.postprocess is not None and not self.postprocess.detector_does_all
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def __call__(self, image) -> dict:
+        """``image``: ``[3, H, W]`` float32 in 0..1 (numpy or torch)."""
+        array = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
+        boxes, labels, scores = self.session.run(list(OUTPUTS), {self.input_name: array})
+        boxes, labels = boxes.reshape(-1, 4), labels.astype(np.int64)
+        if self._raw:
+            return {"boxes": boxes, "labels": labels, "scores": scores}
+        if self._apply:
+            return apply_postprocess(boxes, scores, labels, config=self.postprocess)
+        keep = labels > 0  # 0 is background; one-stage heads score it too (as apply_postprocess)
+        return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}

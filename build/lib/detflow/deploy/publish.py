@@ -1,0 +1,66 @@
+"""deploy: the fastest variant within the accuracy budget, copied with its model card.
+
+``<out_dir>/model.onnx`` is the variant's file byte for byte; ``<out_dir>/model_card.json``
+holds the variant, its benchmark row (metrics, latency, throughput, provider, status), the
+class names, input spec, normalisation and post-processing from the model's metadata, the
+file's SHA-256 and the source commit. Both are written together (one atomic directory).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import onnx
+
+from detflow.core.files import atomic_dir, sha256_file, write_json
+
+
+def source_commit(repo: str | Path = ".") -> str | None:
+    """``git rev-parse HEAD`` of ``repo``; None without git or outside a repository."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
+
+
+def model_metadata(path: str | Path) -> dict:
+    """The model's ``detflow_*`` metadata properties, JSON values decoded."""
+    proto = onnx.load(str(path), load_external_data=False)
+    meta = {}
+    for prop in proto.metadata_props:
+        if prop.key.startswith("detflow_"):
+            try:
+                meta[prop.key.removeprefix("detflow_")] = json.loads(prop.value)
+            except json.JSONDecodeError:
+                meta[prop.key.removeprefix("detflow_")] = prop.value
+    return meta
+
+
+def deploy(
+    *, variant: str, model_path: str | Path, row: dict, out_dir: str | Path, commit: str | None
+) -> dict:
+    """Copy ``model_path`` to ``out_dir/model.onnx`` and write the model card; returns it."""
+    meta = model_metadata(model_path)
+    card = {
+        "variant": variant,
+        **row,
+        "class_names": meta.get("class_names"),
+        "input": meta.get("input"),
+        "normalize": meta.get("normalize"),
+        "postprocess": meta.get("postprocess"),
+        "config_sha256": meta.get("config_sha256"),
+        "model_sha256": sha256_file(model_path),
+        "source_commit": commit,
+    }
+    with atomic_dir(out_dir) as tmp:
+        shutil.copyfile(model_path, tmp / "model.onnx")
+        write_json(tmp / "model_card.json", card)
+    return card

@@ -1,0 +1,89 @@
+"""What every ONNX Runtime caller shares (``detflow predict``, ``detflow serve``): the execution
+providers, opening a deploy model, the model's input from an RGB array, thresholding and the
+JSON form of detections. NumPy and ONNX Runtime only: no torch, no OpenCV.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from detflow.core.errors import ConfigError, require_choice
+from detflow.deploy.onnx_detector import OnnxDetector
+
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def providers_for(name: str) -> list[str]:
+    """ORT execution providers for ``cpu`` | ``cuda`` | ``tensorrt`` (each falls back to the
+    next); raises ConfigError when this onnxruntime build lacks the first one."""
+    require_choice("provider", name, PROVIDERS)
+    wanted = PROVIDERS[name][0]
+    available = ort.get_available_providers()
+    if wanted not in available:
+        raise ConfigError(
+            f"provider={name}: {wanted} is not in this onnxruntime build (available: "
+            f"{', '.join(available)}); install onnxruntime-gpu for cuda/tensorrt or use cpu"
+        )
+    return PROVIDERS[name]
+
+
+def model_file(path: str | Path) -> Path:
+    """``path`` itself, or ``path/model.onnx`` for a folder (``models/deploy``)."""
+    path = Path(path)
+    return path / "model.onnx" if path.is_dir() else path
+
+
+def open_model(path: str | Path, *, provider: str = "cpu", threads: int = 0) -> OnnxDetector:
+    """The detector at ``path``: an ONNX file or a folder holding ``model.onnx``
+    (``models/deploy``). Raises DetflowError for a missing or non-detflow model."""
+    return OnnxDetector(model_file(path), providers=providers_for(provider), threads=threads)
+
+
+def model_threshold(detector: OnnxDetector, score_threshold: float | None) -> float:
+    """``score_threshold`` checked (0..1), or the model's own (what evaluate scores)."""
+    if score_threshold is None:
+        return float(detector.metadata["detflow_score_threshold"])
+    if not 0 <= score_threshold <= 1:
+        raise ConfigError(f"score_threshold={score_threshold!r} must be in 0..1")
+    return float(score_threshold)
+
+
+def image_input(image: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB → the model's ``[3, H, W]`` float32 input in 0..1 (the
+    ``detflow_input`` metadata; the same values as the training stack's tensors)."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+
+
+def detect(detector: OnnxDetector, image: np.ndarray, threshold: float) -> tuple[dict, float]:
+    """Run ``detector`` on one ``[H, W, 3]`` uint8 RGB image; keep scores >= ``threshold``.
+    Returns numpy ``boxes`` (xyxy px of ``image``), ``labels`` (1..C), ``scores`` and the
+    latency in ms."""
+    start = time.perf_counter()
+    output = detector(image_input(image))
+    latency_ms = (time.perf_counter() - start) * 1000
+    output = {key: np.asarray(value) for key, value in output.items()}
+    keep = output["scores"] >= threshold
+    return {key: value[keep] for key, value in output.items()}, latency_ms
+
+
+def detection_list(output: dict, class_names: list[str]) -> list[dict]:
+    """Detections as JSON: ``box`` (xyxy px, 3 decimals), ``class``, ``class_id`` (1..C),
+    ``score``; highest score first (stable)."""
+    order = np.argsort(-output["scores"], kind="stable")
+    return [
+        {
+            "box": [round(float(v), 3) for v in output["boxes"][i]],
+            "class": class_names[int(output["labels"][i]) - 1],
+            "class_id": int(output["labels"][i]),
+            "score": round(float(output["scores"][i]), 6),
+        }
+        for i in order
+    ]

@@ -1,0 +1,210 @@
+"""optimize: variants of the exported model, each a file under the output folder.
+
+- ``ort_fp32``: ORT's fully optimised graph (level ALL) for the CPU provider, saved.
+- ``int8_static``: QDQ INT8, calibrated on val images
+  (:func:`detflow.deploy.quantize.build_int8_static`).
+- ``int8_dynamic``: INT8 weights, activations quantized at run time.
+- ``fp16``: float16 convolutions and matrix products (for GPUs; run by CUDA when present,
+  else by the CPU provider).
+- ``tensorrt_fp16`` / ``tensorrt_int8``: TensorRT engines built by ONNX Runtime's TensorRT
+  execution provider (int8: from a QDQ model, TensorRT's explicit quantization). Where the
+  provider, the tensorrt package or a CUDA GPU is missing they are :class:`Variant` s with
+  ``skipped`` set to the reason, never silently missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from detflow.core.errors import ConfigError, DetflowError, require_positive
+from detflow.core.faults import maybe_kill
+from detflow.core.files import atomic_dir, atomic_file
+from detflow.core.options import ConfigOptions
+from detflow.deploy.onnx_detector import make_session
+from detflow.deploy.quantize import (
+    CALIBRATION_METHODS,
+    QUANTIZED_OPS,
+    STATIC_OPS,
+    build_fp16,
+    build_int8_dynamic,
+    build_int8_static,
+)
+
+VARIANTS = ("ort_fp32", "int8_static", "int8_dynamic", "fp16", "tensorrt_fp16", "tensorrt_int8")
+WEIGHT_OP_VARIANTS = ("int8_dynamic", "fp16")  # change only the ops with weights
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizeOptions(ConfigOptions):
+    """The validated ``optimize.*`` (see conf/optimize/cpu.yaml): the variants to build, the
+    accuracy budget and warm-up of the benchmark, and the INT8/fp16 settings."""
+
+    SECTION = "optimize"
+
+    variants: list[str] = field(
+        default_factory=lambda: list(VARIANTS), metadata={"choices": VARIANTS}
+    )
+    max_map_drop: float = 1.0
+    warmup_runs: int = 2
+    calibration_method: str = field(
+        default="minmax", metadata={"choices": tuple(CALIBRATION_METHODS)}
+    )
+    calibration_images: int = 16
+    per_channel: bool = False
+    reduce_range: bool = False
+    quantize_op_types: list[str] = field(
+        default_factory=lambda: list(STATIC_OPS), metadata={"choices": STATIC_OPS}
+    )
+    exclude_nodes: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        if len(set(self.variants)) != len(self.variants):
+            raise ConfigError(f"optimize.variants={list(self.variants)} names a variant twice")
+        require_positive("optimize.warmup_runs", self.warmup_runs, allow_zero=True, integer=True)
+        require_positive("optimize.calibration_images", self.calibration_images, integer=True)
+        ops = self.quantize_op_types
+        if not ops:
+            raise ConfigError(
+                f"optimize.quantize_op_types is empty; use some of: {', '.join(STATIC_OPS)}"
+            )
+        if set(WEIGHT_OP_VARIANTS) & set(self.variants) and not set(QUANTIZED_OPS) & set(ops):
+            raise ConfigError(
+                f"optimize.quantize_op_types={list(ops)!r} has none of {', '.join(QUANTIZED_OPS)}"
+            )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One optimized model: its file and the ORT providers (names or (name, options)) it runs
+    with, best first; or, with ``skipped``, the reason it was not built here."""
+
+    name: str
+    path: Path | None = None
+    providers: list = field(default_factory=lambda: [CPU])
+    skipped: str | None = None
+
+
+def build_ort_fp32(source: Path, target: Path) -> None:
+    """Save ORT's fully optimised graph (level ALL) for this machine's CPU provider."""
+    with atomic_file(target) as tmp:
+        make_session(source, optimization="all", save_optimized=tmp)
+
+
+def tensorrt_missing() -> str | None:
+    """Why ORT's TensorRT execution provider cannot run here, or None when it may."""
+    available = ort.get_available_providers()
+    if TENSORRT not in available:
+        return (
+            f"onnxruntime {ort.__version__} has no {TENSORRT} (has {', '.join(available)}); "
+            "needs onnxruntime-gpu built with TensorRT, the tensorrt package and a CUDA GPU"
+        )
+    if importlib.util.find_spec("tensorrt") is None:
+        return "the tensorrt package is not installed (pip install -e '.[tensorrt]')"
+    return None
+
+
+def tensorrt_providers(name: str, engine_dir: Path) -> list:
+    """ORT providers for a TensorRT variant: engines cached in ``engine_dir``; CUDA, then
+    CPU, run what TensorRT does not take (e.g. RoIAlign)."""
+    options = {
+        "trt_fp16_enable": True,
+        "trt_int8_enable": name == "tensorrt_int8",  # explicit: the model's QDQ scales
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(engine_dir),
+    }
+    return [(TENSORRT, options), CUDA, CPU]
+
+
+def build_tensorrt(name: str, target: Path) -> Variant:
+    """Build the TensorRT engine of ``target`` (ONNX; QDQ for int8) by opening a session
+    with :func:`tensorrt_providers`; a Variant with ``skipped`` when that fails."""
+    engine_dir = target.with_suffix(".engines")
+    engine_dir.mkdir(exist_ok=True)
+    providers = tensorrt_providers(name, engine_dir)
+    try:
+        session = make_session(target, providers=providers)
+    except DetflowError as exc:
+        return Variant(name, skipped=f"TensorRT engine build failed: {exc}")
+    if session.get_providers()[0] != TENSORRT:
+        return Variant(name, skipped=f"ONNX Runtime fell back to {session.get_providers()[0]}")
+    return Variant(name, target, providers)
+
+
+def build_variants(
+    *,
+    onnx_path: str | Path,
+    out_dir: str | Path,
+    calibration: list[np.ndarray],
+    options: OptimizeOptions,
+) -> list[Variant]:
+    """Build each of ``options.variants`` into ``out_dir/<name>.onnx``, in the order given;
+    the folder is built aside and replaces ``out_dir`` whole once every variant is built.
+
+    ``calibration``: ``[3, H, W]`` float32 val images for static INT8; the INT8 variants take
+    ``options.per_channel``, ``reduce_range``, ``quantize_op_types`` and ``exclude_nodes``
+    (regexes over node names kept in float; fp16 keeps them in float32 too).
+    """
+    onnx_path, out_dir = Path(onnx_path), Path(out_dir)
+    if not onnx_path.exists():
+        raise DetflowError(f"{onnx_path}: exported model not found; run the export stage first")
+    int8 = {
+        "calibration": calibration,
+        "method": options.calibration_method,
+        "per_channel": options.per_channel,
+        "reduce_range": options.reduce_range,
+        "op_types": options.quantize_op_types,
+        "exclude_nodes": options.exclude_nodes,
+        "input_name": make_session(onnx_path).get_inputs()[0].name,
+    }
+    built = []
+    with atomic_dir(out_dir) as tmp:
+        for name in options.variants:
+            built.append(_build(name, onnx_path, tmp, int8))
+            maybe_kill("optimize.variant")
+    return [_moved(variant, out_dir) for variant in built]
+
+
+def _moved(variant: Variant, out_dir: Path) -> Variant:
+    """``variant`` as it is once its folder was renamed to ``out_dir``."""
+    if variant.path is None:
+        return variant
+    path = out_dir / variant.path.name
+    providers = variant.providers
+    if variant.name.startswith("tensorrt"):  # the engine cache moved with the folder
+        providers = tensorrt_providers(variant.name, path.with_suffix(".engines"))
+    return Variant(variant.name, path, providers, variant.skipped)
+
+
+def _build(name: str, source: Path, out_dir: Path, int8: dict) -> Variant:
+    target = out_dir / f"{name}.onnx"
+    nodes = {"op_types": int8["op_types"], "exclude_nodes": int8["exclude_nodes"]}
+    if name == "ort_fp32":
+        build_ort_fp32(source, target)
+    elif name == "int8_static":
+        build_int8_static(source, target, **int8)
+    elif name == "int8_dynamic":
+        flags = {"per_channel": int8["per_channel"], "reduce_range": int8["reduce_range"]}
+        build_int8_dynamic(source, target, **flags, **nodes)
+    elif name == "fp16":
+        build_fp16(source, target, **nodes)
+        available = ort.get_available_providers()
+        return Variant(name, target, [p for p in (CUDA, CPU) if p in available])
+    else:  # tensorrt_fp16, tensorrt_int8
+        reason = tensorrt_missing()
+        if reason is not None:
+            return Variant(name, skipped=reason)
+        if name == "tensorrt_int8":  # TensorRT's explicit quantization: the QDQ scales
+            build_int8_static(source, target, **int8)
+        else:
+            shutil.copyfile(source, target)
+        return build_tensorrt(name, target)
+    return Variant(name, target)

@@ -1,0 +1,161 @@
+"""One worker thread per model: a bounded queue of images, grouped into runs.
+
+The worker takes the first waiting image, then more until it holds ``max_batch`` or
+``max_wait_ms`` has passed, and runs them in one loop on the model it holds at that moment
+(a hot reload swaps the model between runs, never inside one). The exported graph takes one
+``[3, H, W]`` image, so a run calls ONNX Runtime once per image, one after another: grouping
+saves the hand-offs between threads, not graph calls. A full queue raises :class:`QueueFull`
+(the API answers 503 with ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detflow.core.files import read_json, sha256_file
+from detflow.deploy.onnx_detector import OnnxDetector
+from detflow.deploy.runtime import detect, model_file, model_threshold, open_model
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The model's queue holds ``queue_size`` images already."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A detector with its identity: ``model_id`` is ``<name>@<sha256[:12]>`` of the file;
+    ``card`` the ``model_card.json`` beside it (or the ONNX metadata when there is none);
+    ``reference`` its ``reference.json`` (:mod:`detflow.deploy.reference`) or None."""
+
+    name: str
+    path: Path
+    detector: OnnxDetector
+    sha256: str
+    card: dict
+    reference: dict | None = None
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}@{self.sha256[:12]}"
+
+
+def load_model(name: str, path: str | Path, *, provider: str, threads: int) -> LoadedModel:
+    """Open and warm up the model at ``path`` (ONNX file or folder); DetflowError if it cannot
+    be loaded."""
+    file = model_file(path)
+    detector = open_model(file, provider=provider, threads=threads)
+    sha = sha256_file(file)
+    detector(np.zeros((3, 32, 32), np.float32))  # first run allocates: not on a request
+    card_path = file.parent / "model_card.json"
+    card = read_json(card_path) if card_path.is_file() else {}
+    if not card or card.get("model_sha256") not in (None, sha):
+        card = {"metadata": dict(detector.metadata), "note": "no matching model_card.json"}
+    reference_path = file.parent / "reference.json"  # the optimize stage's (drift monitoring)
+    reference = read_json(reference_path) if reference_path.is_file() else None
+    return LoadedModel(name, file, detector, sha, card, reference)
+
+
+@dataclass
+class Job:
+    """One image waiting: ``threshold`` None = the model's own."""
+
+    image: np.ndarray
+    threshold: float | None
+    future: Future = field(default_factory=Future)
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class BatchWorker:
+    """The queue and worker thread of one model; ``on_run(model, size)`` after each run."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+        queue_size: int,
+        on_run: Callable[[LoadedModel, int], None] | None = None,
+    ):
+        self.model = model
+        self.max_batch, self.max_wait_s = max_batch, max_wait_ms / 1000
+        self.queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
+        self.on_run = on_run
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"serve-{model.name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, image: np.ndarray, threshold: float | None = None) -> Future:
+        """Queue one ``[H, W, 3]`` uint8 RGB image; the future gives ``(output, latency_ms,
+        model)``. Raises QueueFull when the queue is full."""
+        job = Job(image, threshold)
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFull(f"{self.model.name}: {self.queue.maxsize} images queued") from None
+        return job.future
+
+    def swap(self, model: LoadedModel) -> LoadedModel:
+        """Use ``model`` from the next run on; returns the one replaced."""
+        old, self.model = self.model, model
+        return old
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the queued images, then end the thread."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _take(self) -> list[Job]:
+        try:
+            batch = [self.queue.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        deadline = time.perf_counter() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.perf_counter()
+            try:
+                job = (
+                    self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+            batch.append(job)
+        return batch
+
+    def _loop(self) -> None:
+        while not (self._stop.is_set() and self.queue.empty()):
+            batch = self._take()
+            if not batch:
+                continue
+            model = self.model  # one model per run: a reload lands between runs
+            for job in batch:
+                if not job.future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    threshold = model_threshold(model.detector, job.threshold)
+                    output, latency_ms = detect(model.detector, job.image, threshold)
+                except Exception as exc:  # noqa: BLE001 - one bad run never ends the worker
+                    log.exception("%s: inference failed", model.model_id)
+                    job.future.set_exception(exc)
+                else:
+                    job.future.set_result((output, latency_ms, model))
+            if self.on_run is not None:
+                try:
+                    self.on_run(model, len(batch))
+                except Exception:  # noqa: BLE001 - metrics never stop serving
+                    log.exception("on_run callback failed")
