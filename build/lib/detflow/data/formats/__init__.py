@@ -1,1 +1,0 @@
-"""Dataset readers: each turns one source kind into :class:`detflow.data.formats.base.SourceScan`."""
