@@ -58,7 +58,7 @@ def export_review(
 
 def _datasets(issues: list[dict], predictions: dict, split_dir: Path):
     """(current labels, predictions as boxes) of the candidates' images, each with its
-    image folder; images of several splits keep their ``split``."""
+    image folder; each image's ``split`` is the pipeline split it is in (val or test)."""
     wanted: dict[str, list[int]] = {}
     for issue in issues:
         ids = wanted.setdefault(issue["split"], [])
@@ -76,7 +76,7 @@ def _datasets(issues: list[dict], predictions: dict, split_dir: Path):
         image_dir = folder
         part = manifest.subset(dataset, ids)
         for image in part["images"]:
-            image.setdefault("split", split)
+            image["split"] = split  # the pipeline's split, not the source's folder
         preds = {**part, "annotations": _prediction_boxes(part, predictions.get(split, {}))}
         merged_labels = _merge(merged_labels, part)
         merged_preds = _merge(merged_preds, preds)
