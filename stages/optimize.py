@@ -4,7 +4,7 @@ within the accuracy budget is deployed with its model card and the reference dis
 
 from pathlib import Path
 
-from detflow.core.files import write_json
+from detflow.core.files import read_json, write_json
 from detflow.data.torch_dataset import DetectionDataset
 from detflow.deploy.benchmark import (
     build_and_benchmark,
@@ -36,12 +36,14 @@ def main(cfg: dict, root: Path) -> dict:
     write_json(reports / "latency.json", latency_points(table))
     log.info("benchmark on the test split:\n%s", markdown_table(table))
     best = fastest_accepted(table)
+    evaluated = root / paths["reports"] / "evaluate" / "metrics.json"
     deploy(
         variant=best,
         model_path=next(v.path for v in variants if v.name == best),
         row=table[best],
         out_dir=root / paths["deploy"],
         commit=source_commit(),
+        cost=read_json(evaluated).get("cost") if evaluated.is_file() else None,
     )
     deployed = root / paths["deploy"]
     write_reference(

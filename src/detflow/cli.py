@@ -67,6 +67,53 @@ def _predict(args: argparse.Namespace) -> None:
         )
 
 
+def _review(args: argparse.Namespace) -> None:
+    from detflow.evaluate.review import export_review
+
+    summary = export_review(
+        issues_json=args.issues,
+        split_dir=args.split,
+        out_dir=args.out,
+        fmt=args.format,
+        top=args.top,
+    )
+    print(
+        f"{summary['issues']} label-issue candidates on {summary['images']} images: current "
+        f"labels in {args.out}/labels, the model's predictions in {args.out}/prelabels "
+        f"({args.format}); fix them, then bring them back through collect"
+    )
+
+
+def _seeds_summary(args: argparse.Namespace) -> None:
+    from detflow.core.files import read_json
+    from detflow.evaluate.seeds import exp_show, markdown, seeds_summary
+
+    shown = read_json(args.json) if args.json else exp_show(args.repo)
+    summary = seeds_summary(shown, metrics=args.metrics, param=args.param, names=args.exp)
+    print(markdown(summary), end="")
+
+
+def _add_evaluation_tools(commands) -> None:
+    review = commands.add_parser(
+        "review", help="export the top label-issue candidates' images for a labelling tool"
+    )
+    review.add_argument("--out", required=True, help="output folder (labels/, prelabels/)")
+    review.add_argument("--format", required=True, choices=("coco", "yolo", "voc"))
+    review.add_argument("--issues", default="reports/evaluate/label_issues.json")
+    review.add_argument("--split", default="data/split", help="folder of the split files")
+    review.add_argument("--top", type=int, default=40, help="candidates to export, best first")
+    review.set_defaults(run=_review)
+    seeds = commands.add_parser(
+        "seeds-summary", help="mean ± sd per metric over DVC experiments (dvc exp show)"
+    )
+    seeds.add_argument("--repo", default=".", help="the DVC repository")
+    seeds.add_argument("--param", default="seed", help="the param the runs differ in")
+    seeds.add_argument("--metrics", nargs="+", default=["map50", "map50_95", "f1", "val_map50"])
+    seeds.add_argument("--exp", nargs="+", help="only these experiments (names)")
+    seeds.add_argument("--json", help="read this `dvc exp show --json` output instead")
+    seeds.set_defaults(run=_seeds_summary)
+
+
 def _serve(args: argparse.Namespace) -> None:
     from detflow.serve.app import run
     from detflow.serve.options import load_options
@@ -181,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     convert.set_defaults(run=_convert)
     _add_predict(commands)
     _add_serve(commands)
+    _add_evaluation_tools(commands)
     args = parser.parse_args(argv)
     try:
         args.run(args)

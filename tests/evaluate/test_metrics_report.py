@@ -80,7 +80,9 @@ def test_write_evaluation_writes_metrics_and_every_plot(tmp_path):
         ({"score_threshold": -1}, "evaluate.score_threshold=-1 must be a number >= 0"),
         ({"preview_images": 0}, "evaluate.preview_images=0 must be a number > 0"),
         ({"preview_columns": "4"}, "evaluate.preview_columns='4' must be an integer"),
-        ({"threshold": 0.5}, "evaluate.threshold is not a evaluate option; allowed: iou, "),
+        ({"threshold": 0.5}, "evaluate.threshold is not a evaluate option; allowed: bootstrap, "),
+        ({"bootstrap": -1}, "evaluate.bootstrap=-1 must be an integer >= 0"),
+        ({"issue_grid": 0}, "evaluate.issue_grid=0 must be an integer > 0"),
     ],
 )
 def test_evaluate_options_name_the_key_at_fault(change, message):

@@ -161,3 +161,24 @@ def test_exp_apply_brings_an_experiment_into_the_workspace(exp_repo, queued_grid
     metrics = json.loads(dvc(exp_repo, "metrics", "diff", "--json").stdout)
     assert "reports/train/metrics.json" in metrics
     assert "up to date" in dvc(exp_repo, "status").stdout
+
+
+def test_seeds_summary_reads_the_queued_runs_from_dvc_exp_show(exp_repo, queued_grid, capsys):
+    """`detflow seeds-summary` over the real queued runs (here they differ in train.lr, not
+    seed): mean ± sd per metric equal those of the values `dvc exp show` lists."""
+    from detflow.cli import main as cli
+    from detflow.evaluate.seeds import exp_show, seeds_summary
+
+    names = sorted(queued_grid)
+    summary = seeds_summary(exp_show(exp_repo), param="train.lr", names=names)
+    values = [
+        queued_grid[n]["metrics"]["reports/evaluate/metrics.json"]["data"]["map50"] for n in names
+    ]
+    stats = summary["metrics"]["map50"]
+    assert stats["n"] == 2 and sorted(stats["values"]) == sorted(values)
+    assert stats["mean"] == pytest.approx(sum(values) / 2)
+    assert stats["sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    assert {run["train.lr"] for run in summary["runs"]} == GRID_LRS
+    args = ["seeds-summary", "--repo", str(exp_repo), "--param", "train.lr", "--exp", *names]
+    assert cli(args) == 0
+    assert f"| map50 | 2 | {stats['mean']:.4f} ± {stats['sd']:.4f} |" in capsys.readouterr().out

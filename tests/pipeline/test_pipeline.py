@@ -51,6 +51,8 @@ def test_all_eight_stages_produce_their_outputs(tiny_repo):
     card = json.loads((tiny_repo / "models/deploy/model_card.json").read_text())
     assert statuses[card["variant"]] == "ok" and card["class_names"] == ["circle", "square"]
     assert len(card["source_commit"]) == 40
+    evaluated = json.loads((tiny_repo / "reports/evaluate/metrics.json").read_text())
+    assert card["cost"] == evaluated["cost"] and card["cost"]["params"] > 0  # params, FLOPs
     reference = json.loads((tiny_repo / "models/deploy/reference.json").read_text())
     assert reference["images"] > 0 and "brightness" in reference["signals"]  # serve's drift
     metrics = json.loads(_dvc(tiny_repo, "metrics", "show", "--json").stdout)
@@ -63,7 +65,7 @@ def test_all_eight_stages_produce_their_outputs(tiny_repo):
     assert export["passed"] and export["images"] == 4
 
 
-def test_evaluate_writes_metrics_and_plots_that_dvc_renders(tiny_repo):
+def test_evaluate_writes_metrics_and_plots_that_dvc_renders(tiny_repo, tmp_path):
     metrics = json.loads((tiny_repo / "reports/evaluate/metrics.json").read_text())
     for key in ("map50_95", "precision", "recall", "f1", "f1_best", "missed", "latency_ms_p95"):
         assert key in metrics, key
@@ -77,6 +79,18 @@ def test_evaluate_writes_metrics_and_plots_that_dvc_renders(tiny_repo):
     for name in expected:
         assert rendered[f"reports/evaluate/plots/{name}"] == ["vega"], name
     assert rendered["reports/evaluate/plots/predictions.png"] == ["image"]
+    assert rendered["reports/evaluate/plots/errors.json"] == ["vega"]  # TIDE breakdown
+    assert rendered["reports/evaluate/plots/label_issues.png"] == ["image"]
+    low, high = metrics["map50_ci"]
+    assert low <= metrics["map50"] <= high and metrics["bootstrap"]["resamples"] == 1000
+    assert set(metrics["errors"]["overall"]) == {"cls", "loc", "both", "dupe", "bkg", "miss"}
+    assert metrics["cost"]["params"] > 0 and metrics["cost"]["gflops_per_image"] > 0
+    issues = json.loads((tiny_repo / "reports/evaluate/label_issues.json").read_text())
+    assert {i["split"] for i in issues["issues"]} <= {"val", "test"}
+    html = tmp_path / "plots_html"
+    _dvc(tiny_repo, "plots", "show", "-o", str(html))
+    page = (html / "index.html").read_text()
+    assert "errors.json" in page and "label_issues.png" in page
     assert rendered["reports/augment_preview.png"] == ["image"]
     assert rendered["reports/optimize/latency.json"] == ["vega"]
 

@@ -375,3 +375,21 @@ def test_amp_is_ignored_on_cpu_with_a_log_line(caplog):
         assert _amp("bf16", torch.device("cpu")) == (None, None)
     assert "train.amp=bf16 ignored on cpu" in caplog.text
     assert _amp("none", torch.device("cpu")) == (None, None)
+
+
+def test_val_loss_is_logged_and_changes_neither_weights_nor_history(data, tmp_path, monkeypatch):
+    """The per-epoch val loss (train-mode forward, no gradients) leaves training as it was:
+    the same weights and the same history, apart from the new column."""
+    from detflow.train import loop
+
+    with_loss = _train(data, tmp_path / "a", epochs=2)
+    monkeypatch.setattr(loop, "_val_loss", lambda run, val_set: float("nan"))
+    _train(data, tmp_path / "b", epochs=2)
+    a, b = (read_checkpoint(tmp_path / n / "last.pt") for n in "ab")
+    assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
+    assert all(math.isfinite(m["val_loss"]) and m["val_loss"] > 0 for m in a["history"])
+    strip = [{k: v for k, v in m.items() if k != "val_loss"} for m in a["history"]]
+    assert without_timing(strip) == without_timing(
+        [{k: v for k, v in m.items() if k != "val_loss"} for m in b["history"]]
+    )
+    assert "val_loss" in with_loss

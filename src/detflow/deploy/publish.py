@@ -3,7 +3,8 @@
 ``<out_dir>/model.onnx`` is the variant's file byte for byte; ``<out_dir>/model_card.json``
 holds the variant, its benchmark row (metrics, latency, throughput, provider, status), the
 class names, input spec, normalisation and post-processing from the model's metadata, the
-file's SHA-256 and the source commit. Both are written together (one atomic directory).
+file's SHA-256, the source commit and the model's cost (params, FLOPs per image). Both are
+written together (one atomic directory).
 """
 
 from __future__ import annotations
@@ -45,9 +46,17 @@ def model_metadata(path: str | Path) -> dict:
 
 
 def deploy(
-    *, variant: str, model_path: str | Path, row: dict, out_dir: str | Path, commit: str | None
+    *,
+    variant: str,
+    model_path: str | Path,
+    row: dict,
+    out_dir: str | Path,
+    commit: str | None,
+    cost: dict | None = None,
 ) -> dict:
-    """Copy ``model_path`` to ``out_dir/model.onnx`` and write the model card; returns it."""
+    """Copy ``model_path`` to ``out_dir/model.onnx`` and write the model card; returns it.
+    ``cost``: the PyTorch model's parameter count and FLOPs per image (evaluate's ``cost``),
+    in the card when given."""
     meta = model_metadata(model_path)
     card = {
         "variant": variant,
@@ -60,6 +69,8 @@ def deploy(
         "model_sha256": sha256_file(model_path),
         "source_commit": commit,
     }
+    if cost is not None:
+        card["cost"] = cost
     with atomic_dir(out_dir) as tmp:
         shutil.copyfile(model_path, tmp / "model.onnx")
         write_json(tmp / "model_card.json", card)

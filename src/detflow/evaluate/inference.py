@@ -26,7 +26,9 @@ from detflow.model.postprocess_config import PostprocessOptions
 @dataclass(frozen=True, kw_only=True)
 class EvaluateOptions(ConfigOptions):
     """The validated ``evaluate.*`` (see conf/config.yaml): the operating point and IoU of
-    P/R/F1 and the confusion matrix, and the preview image's size."""
+    P/R/F1 and the confusion matrix, the preview image's size, the bootstrap's resamples
+    (0: no intervals) and seed, how many label-issue candidates the grid draws and the score
+    from which a detection counts as confident for them."""
 
     SECTION = "evaluate"
 
@@ -34,8 +36,18 @@ class EvaluateOptions(ConfigOptions):
     iou: float = 0.5
     preview_images: int = 8
     preview_columns: int = 4
+    bootstrap: int = 1000
+    bootstrap_seed: int = 0
+    issue_grid: int = 12
+    issue_confidence: float = 0.95
 
     def check(self) -> None:
+        require_positive("evaluate.bootstrap", self.bootstrap, allow_zero=True, integer=True)
+        require_positive("evaluate.issue_grid", self.issue_grid, integer=True)
+        if not 0 < self.issue_confidence <= 1:
+            raise ConfigError(
+                f"evaluate.issue_confidence={self.issue_confidence!r} must be in (0, 1]"
+            )
         require_positive("evaluate.score_threshold", self.score_threshold, allow_zero=True)
         require_positive("evaluate.iou", self.iou)
         if self.iou > 1:

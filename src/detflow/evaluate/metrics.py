@@ -97,24 +97,12 @@ def coco_evaluate(ground_truth: dict, detections: list[dict]) -> tuple[dict, dic
     Classes without ground truth have no AP (COCO leaves them out of the mean) and are
     left out of the per-class figures and curves.
     """
-    gt = COCO()
-    gt.dataset = {
-        "images": [
-            {"id": im["id"], "width": im["width"], "height": im["height"]}
-            for im in ground_truth["images"]
-        ],
-        "annotations": [
-            {**a, "iscrowd": 1} if manifest.is_ignored(a) else a
-            for a in ground_truth["annotations"]
-        ],
-        "categories": ground_truth["categories"],
-    }
+    gt = coco_ground_truth(ground_truth)
     names = {c["id"]: c["name"] for c in ground_truth["categories"]}
     present = sorted(
         {a["category_id"] for a in ground_truth["annotations"] if not manifest.is_ignored(a)}
     )
     with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
         if not detections or not present:
             metrics = dict.fromkeys(STAT_NAMES, 0.0)
             for key in ("per_class_map50_95", "per_class_map50"):
@@ -140,6 +128,26 @@ def coco_evaluate(ground_truth: dict, detections: list[dict]) -> tuple[dict, dic
             "precision": precision[0, :, k, 0, -1].tolist(),
         }
     return stats, curves
+
+
+def coco_ground_truth(ground_truth: dict) -> COCO:
+    """A pycocotools ``COCO`` index of a canonical dataset; ignored boxes become crowd
+    regions (``iscrowd: 1``), which COCOeval ignores."""
+    gt = COCO()
+    gt.dataset = {
+        "images": [
+            {"id": im["id"], "width": im["width"], "height": im["height"]}
+            for im in ground_truth["images"]
+        ],
+        "annotations": [
+            {**a, "iscrowd": 1} if manifest.is_ignored(a) else a
+            for a in ground_truth["annotations"]
+        ],
+        "categories": ground_truth["categories"],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
 
 
 def match_image(gt_boxes, gt_labels, boxes, labels, scores, *, iou: float) -> np.ndarray:

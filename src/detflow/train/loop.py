@@ -263,6 +263,7 @@ def _fit(run: _Run, val_set, out_dir: Path, on_epoch_end) -> dict:
         set_epoch(run.loader, epoch)
         metrics = _train_epoch(run, net, epoch, out_dir)
         metrics.update(_validate(run, val_set))
+        metrics["val_loss"] = _val_loss(run, val_set)
         run.schedule.end_epoch(metrics["val_map50"])
         _record(run, metrics, out_dir)
         _check_stall(run)
@@ -387,6 +388,37 @@ def _validate(run: _Run, val_set) -> dict:
     return {"val_map50": values[0], "val_map50_95": values[1]}
 
 
+def _val_loss(run: _Run, val_set) -> float:
+    """Mean total training loss per val image (rank 0, shared with every rank): a train-mode
+    forward without gradients, batch-norm layers in eval (running statistics used, not
+    updated) and the random state restored afterwards (the heads' box sampling draws from
+    it), so the model, its modes and the rest of training are exactly as without it."""
+    value = torch.zeros(1, dtype=torch.float64, device=run.device)
+    if run.world.is_main and len(val_set):
+        modes = {module: module.training for module in run.model.modules()}
+        train_mode(run.model)
+        for module in run.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        devices = [run.device] if run.device.type == "cuda" else []
+        total = 0.0
+        try:
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                for index in range(len(val_set)):
+                    image, target = val_set[index]
+                    images, targets = _to_device([image], [target], run.device)
+                    with torch.autocast(
+                        run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None
+                    ):
+                        losses = run.model(images, targets)
+                    total += float(sum(losses.values()))
+        finally:
+            for module, training in modes.items():
+                module.training = training
+        value[0] = total / len(val_set)
+    return float(distributed.broadcast(value, run.world)[0])
+
+
 def _record(run: _Run, metrics: dict, out_dir: Path) -> None:
     """Update the history and early stopping; write best.pt (if improved), then last.pt."""
     best, epoch, patience = run.best, metrics["epoch"], run.options.early_stopping_patience
@@ -469,10 +501,12 @@ def _check_resumable(state: dict, run: _Run, path: Path) -> None:
 def _log_epoch(metrics: dict, epochs: int, world: distributed.World) -> None:
     if world.is_main:
         log.info(
-            "epoch %d/%d: loss %.4f, val mAP50 %.4f, mAP50-95 %.4f, %.2f img/s, lr %.5f",
+            "epoch %d/%d: loss %.4f, val loss %.4f, val mAP50 %.4f, mAP50-95 %.4f, %.2f img/s, "
+            "lr %.5f",
             metrics["epoch"],
             epochs,
             metrics["train_loss"],
+            metrics["val_loss"],
             metrics["val_map50"],
             metrics["val_map50_95"],
             metrics["train_images_per_s"],

@@ -1,0 +1,61 @@
+"""What each model costs: parameters and FLOPs per image at its configured input size.
+
+For every option of conf/model/ (or those named): builds the model with its composed config
+(``auto`` keys left at the builder's defaults, 2 classes, untrained: the count of parameters
+and FLOPs does not depend on the weights, except a two-stage detector's second stage, which
+runs on the proposals kept) and counts one eval-mode forward pass of the first test image
+with ``torch.utils.flop_counter`` (:mod:`detflow.evaluate.cost`). Prints a markdown table.
+Needs ``data/split/test.json`` (``dvc repro split``).
+
+Usage: python bench/model_cost.py [--models NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from detflow.data.torch_dataset import DetectionDataset
+from detflow.evaluate.cost import model_cost
+from detflow.model.build import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def model_config(name: str) -> dict:
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        cfg = compose(config_name="config", overrides=[f"model={name}"])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+")
+    args = parser.parse_args()
+    names = args.models or sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+    cfg = model_config(names[0])
+    image = DetectionDataset(REPO / cfg["paths"]["split"] / "test.json")[0][0]
+    torch.manual_seed(0)
+    print("| model | input px | params (M) | GFLOPs / image | count s |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        config = {k: v for k, v in model_config(name)["model"].items() if v != "auto"}
+        model = build_model(**config, num_classes=2)
+        start = time.perf_counter()
+        cost = model_cost(model, image)
+        seconds = time.perf_counter() - start
+        size = "×".join(str(v) for v in cost["input_size"])
+        print(
+            f"| {name} | {size} | {cost['params'] / 1e6:.2f} | "
+            f"{cost['gflops_per_image']:.2f} | {seconds:.1f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Planted label errors: how many does evaluate's label-issue ranking find?
+
+Copies this working tree (git-tracked files) and the bundled thermal dataset to ``--workdir``,
+runs the real pipeline up to ``split``, plants 20 label errors in the val and test splits
+(10 removed boxes, 5 class swaps, 5 boxes shifted by half their size; seeded, so the same
+20 every time), records the planted splits as the split stage's outputs (``dvc commit``),
+then runs ``dvc repro train`` (augment, train with the default recipe, evaluate) and reports how
+many planted errors are among the top ``--top`` candidates of
+``reports/evaluate/label_issues.json`` and how many of those candidates are not planted.
+
+Planting touches only val and test, so the train split, and with it training, is the one of
+the unplanted pipeline, up to which epoch val picks as best: ``--model models/train/best.pt``
+reuses the default run's checkpoint instead of training (minutes instead of ~10 on 2 cores).
+
+A candidate finds a planted error when it is on the same image and its box overlaps the
+planted box (the label as planted: a swapped or shifted box) or the original box (a removed
+box: the object the label lost) with IoU >= 0.3. A workdir that already has a trained
+model is reused. ``evaluate`` always runs with the working tree's current code
+(``dvc repro --single-item evaluate``); export and optimize are not run.
+
+    python bench/planted_label_errors.py --workdir /tmp/planted   # trains: ~10 min on 2 cores
+    python bench/planted_label_errors.py --workdir /tmp/planted --model models/train/best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET = "thermal_dogs_people"
+PLANTS = {"removed": 10, "swapped": 5, "shifted": 5}
+SYNCED = ("src", "stages", "conf", "dvc.yaml", "params.yaml", "pyproject.toml")
+
+
+def sh(args: list[str], cwd: Path) -> None:
+    """Run in ``cwd`` with this interpreter first on PATH and the copy's library importable."""
+    print("+", " ".join(args), flush=True)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "PYTHONPATH": str(cwd / "src")}
+    subprocess.run(args, cwd=cwd, check=True, env=env)
+
+
+def dvc(cwd: Path, *args: str) -> None:
+    sh([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def copy_repo(workdir: Path) -> None:
+    """The working tree's tracked files (not data/sources) and the bundled dataset."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if name.startswith("data/sources/") or not (REPO / name).is_file():
+            continue
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, workdir / name)
+    source = REPO / "data" / "sources" / DATASET
+    if not source.is_dir():
+        source = Path("/work/shared/datasets") / DATASET
+    shutil.copytree(source, workdir / "data" / "sources" / DATASET)
+    sh(["git", "init", "-q"], workdir)
+    sh(["git", "-c", "user.name=bench", "-c", "user.email=b@x.invalid", "add", "-A"], workdir)
+    sh(
+        ["git", "-c", "user.name=bench", "-c", "user.email=b@x.invalid", "commit", "-qm", "copy"],
+        workdir,
+    )
+
+
+def plant(split_dir: Path, *, seed: int = 0) -> list[dict]:
+    """Plant :data:`PLANTS` errors in ``val.json`` and ``test.json`` (COCO xywh px boxes);
+    returns one record per planted error (``image`` file name, ``kind``, ``box`` as planted
+    or None when removed, ``original`` box)."""
+    rng = random.Random(seed)
+    splits = {
+        name: json.loads((split_dir / f"{name}.json").read_text()) for name in ("val", "test")
+    }
+    pool = [(name, a) for name, d in splits.items() for a in d["annotations"] if a["bbox"][2] > 4]
+    chosen = rng.sample(pool, sum(PLANTS.values()))
+    kinds = [k for k, n in PLANTS.items() for _ in range(n)]
+    classes = sorted({c["id"] for d in splits.values() for c in d["categories"]})
+    planted = []
+    for (name, ann), kind in zip(chosen, kinds, strict=True):
+        images = {im["id"]: im for im in splits[name]["images"]}
+        image, original = images[ann["image_id"]], list(ann["bbox"])
+        if kind == "removed":
+            splits[name]["annotations"].remove(ann)
+        elif kind == "swapped":
+            ann["category_id"] = rng.choice([c for c in classes if c != ann["category_id"]])
+        else:
+            x, y, w, h = original
+            dx, dy = rng.choice([-1, 1]) * w / 2, rng.choice([-1, 1]) * h / 2
+            x = min(max(x + dx, 0.0), image["width"] - w)
+            y = min(max(y + dy, 0.0), image["height"] - h)
+            ann["bbox"] = [x, y, w, h]
+        box = None if kind == "removed" else ann["bbox"]
+        planted.append(
+            {"image": image["file_name"], "kind": kind, "box": box, "original": original}
+        )
+    for name, data in splits.items():
+        (split_dir / f"{name}.json").write_text(json.dumps(data, indent=1))
+    return planted
+
+
+def iou_xywh(a, b) -> float:
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    w = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
+    h = max(0.0, min(ay2, by2) - max(a[1], b[1]))
+    inter = w * h
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter) if inter else 0.0
+
+
+def score(planted: list[dict], issues: list[dict], *, top: int, min_iou: float = 0.3) -> dict:
+    """Planted errors found among the first ``top`` issues, and issues matching no plant."""
+    found, unplanted = set(), 0
+    for issue in issues[:top]:
+        hit = None
+        for k, p in enumerate(planted):
+            boxes = [b for b in (p["box"], p["original"]) if b is not None]
+            if p["image"] == issue["image"] and any(
+                iou_xywh(issue["box"], b) >= min_iou for b in boxes
+            ):
+                hit = k
+                break
+        if hit is None:
+            unplanted += 1
+        else:
+            found.add(hit)
+    by_kind = {k: sum(planted[i]["kind"] == k for i in found) for k in PLANTS}
+    return {
+        "top": top,
+        "candidates": len(issues),
+        "planted": len(planted),
+        "found": len(found),
+        "found_by_kind": by_kind,
+        "top_not_planted": unplanted,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/planted_label_errors"))
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="use this best.pt (trained by the default pipeline on the same train split) "
+        "instead of training",
+    )
+    parser.add_argument(
+        "--issue-confidence", type=float, help="evaluate.issue_confidence for this run"
+    )
+    args = parser.parse_args()
+    work = args.workdir.resolve()
+    planted_file = work / "planted.json"
+    if not (work / "models" / "train" / "best.pt").is_file():
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        copy_repo(work)
+        dvc(work, "repro", "split")
+        planted = plant(work / "data" / "split")
+        planted_file.write_text(json.dumps(planted, indent=1))
+        dvc(work, "commit", "-f", "split")
+        if args.model is None:
+            dvc(work, "repro", "train")
+        else:  # train reads only the (unplanted) train split; val picks the best epoch
+            (work / "models" / "train").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(args.model, work / "models" / "train" / "best.pt")
+    for name in SYNCED:  # the current code (a no-op on a fresh workdir), then evaluate only
+        src, dst = REPO / name, work / name
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dst)
+    if args.issue_confidence is not None:  # params.yaml as `make params` would write it
+        params = yaml.safe_load((work / "params.yaml").read_text())
+        params["evaluate"]["issue_confidence"] = args.issue_confidence
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(work, "repro", "--single-item", "evaluate")
+    planted = json.loads(planted_file.read_text())
+    issues = json.loads((work / "reports" / "evaluate" / "label_issues.json").read_text())
+    result = score(planted, issues["issues"], top=args.top)
+    metrics = json.loads((work / "reports" / "evaluate" / "metrics.json").read_text())
+    result["test_map50_with_planted_errors"] = round(metrics["map50"], 4)
+    result["issue_confidence"] = yaml.safe_load((work / "params.yaml").read_text())["evaluate"][
+        "issue_confidence"
+    ]
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Which labels are likely wrong: cleanlab's object-detection scores (ObjectLab) on splits
+the model did not train on.
+
+Three kinds of candidate, each with cleanlab's per-box quality score in [0, 1] (lower: more
+likely a label error), ranked together, lowest first:
+
+- ``overlooked``: a confident detection (score >= ``confidence``, cleanlab's
+  high-probability threshold) that
+  overlaps no label at all: a box the labeller probably missed (box: the detection);
+- ``swapped``: a label whose place holds a confident detection of another class (box: the
+  label, ``class``: the label's class, ``suggested``: the detected class);
+- ``badly_located``: a label that the detections of its class overlap only poorly (box: the
+  label).
+
+A label box gets one candidate (its lower-scoring kind). Boxes are COCO ``xywh`` px in the
+records; cleanlab gets ``xyxy`` px, classes ``0..K-1``, and per image one ``[M_k, 5]`` array
+``(x1, y1, x2, y2, score)`` of detections per class. Ignored ground truth is left out of the
+labels, and an overlooked candidate over an ignored box is dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cleanlab.object_detection.rank import (
+    compute_badloc_box_scores,
+    compute_overlooked_box_scores,
+    compute_swap_box_scores,
+)
+
+from detflow.core.boxes import box_iou, xywh_to_xyxy, xyxy_to_xywh
+from detflow.data import manifest
+from detflow.evaluate.metrics import empty_predictions
+
+KINDS = ("overlooked", "swapped", "badly_located")
+
+
+def cleanlab_inputs(dataset: dict, predictions: dict[int, dict]) -> tuple[list, list, list]:
+    """(labels, predictions, ignored boxes) per image of ``dataset``, in its image order, in
+    cleanlab's formats (module docstring); ignored boxes ``[G, 4]`` xyxy px."""
+    classes = len(dataset["categories"])
+    by_image = manifest.annotations_by_image(dataset)
+    labels, preds, ignored = [], [], []
+    for image in dataset["images"]:
+        anns = by_image.get(image["id"], [])
+        real = [a for a in anns if not manifest.is_ignored(a)]
+        labels.append(
+            {
+                "bboxes": xywh_to_xyxy([a["bbox"] for a in real]).reshape(-1, 4),
+                "labels": np.array([a["category_id"] - 1 for a in real], dtype=np.int64),
+            }
+        )
+        ignored.append(
+            xywh_to_xyxy([a["bbox"] for a in anns if manifest.is_ignored(a)]).reshape(-1, 4)
+        )
+        pred = predictions.get(image["id"]) or empty_predictions()
+        boxes = np.asarray(pred["boxes"], dtype=float).reshape(-1, 4)
+        rows = np.concatenate([boxes, np.asarray(pred["scores"], float).reshape(-1, 1)], axis=1)
+        labels_k = np.asarray(pred["labels"]).reshape(-1) - 1
+        preds.append([rows[labels_k == k] for k in range(classes)])
+    return labels, preds, ignored
+
+
+def find_label_issues(
+    dataset: dict, predictions: dict[int, dict], *, split: str, confidence: float = 0.95
+) -> list[dict]:
+    """Every candidate of ``dataset`` (module docstring), lowest score first: ``{"split",
+    "image", "image_id", "kind", "score", "box" (xywh px), "class"}`` (+ ``suggested`` for a
+    swap). ``confidence``: the score from which a detection counts as confident for
+    overlooked and swapped boxes (cleanlab's ``high_probability_threshold``, default 0.95)."""
+    labels, preds, ignored = cleanlab_inputs(dataset, predictions)
+    if not labels:
+        return []
+    overlooked = compute_overlooked_box_scores(
+        labels=labels, predictions=preds, high_probability_threshold=confidence
+    )
+    swapped = compute_swap_box_scores(
+        labels=labels, predictions=preds, high_probability_threshold=confidence
+    )
+    badloc = compute_badloc_box_scores(labels=labels, predictions=preds)
+    names = manifest.class_names(dataset)
+    records = []
+    for i, image in enumerate(dataset["images"]):
+        base = {"split": split, "image": image["file_name"], "image_id": image["id"]}
+        records += _label_candidates(base, labels[i], preds[i], swapped[i], badloc[i], names)
+        records += _overlooked_candidates(base, preds[i], overlooked[i], ignored[i], names)
+    return sorted(records, key=lambda r: (r["score"], r["split"], r["image_id"]))
+
+
+def _label_candidates(base, label, pred, swap_scores, badloc_scores, names) -> list[dict]:
+    """One candidate per label box that has a finite score below 1 (its lower kind)."""
+    out = []
+    for j, (box, k) in enumerate(zip(label["bboxes"], label["labels"], strict=True)):
+        scores = {"swapped": swap_scores[j], "badly_located": badloc_scores[j]}
+        scores = {kind: float(s) for kind, s in scores.items() if np.isfinite(s) and s < 1}
+        if not scores:
+            continue
+        kind = min(scores, key=scores.get)
+        record = {**base, "kind": kind, "score": round(scores[kind], 6)}
+        record |= {"box": _xywh(box), "class": names[int(k)]}
+        if kind == "swapped":
+            record["suggested"] = _suggested(box, int(k), pred, names)
+        out.append(record)
+    return out
+
+
+def _overlooked_candidates(base, pred, scores, ignored, names) -> list[dict]:
+    """One candidate per confident detection that overlaps no label (cleanlab's order of
+    detections: class by class), the best scoring of overlapping ones, none over an
+    ignored box."""
+    boxes = np.concatenate([p[:, :4] for p in pred]) if pred else np.zeros((0, 4))
+    classes = np.concatenate([np.full(len(p), k) for k, p in enumerate(pred)]) if pred else []
+    order = [d for d in np.argsort(scores, kind="stable") if np.isfinite(scores[d])]
+    kept: list[int] = []
+    for d in order:
+        if kept and (box_iou(boxes[[d]], boxes[kept]) > 0.5).any():
+            continue
+        if len(ignored) and (box_iou(boxes[[d]], ignored) > 0.5).any():
+            continue
+        kept.append(d)
+    return [
+        {
+            **base,
+            "kind": "overlooked",
+            "score": round(float(scores[d]), 6),
+            "box": _xywh(boxes[d]),
+            "class": names[int(classes[d])],
+        }
+        for d in kept
+    ]
+
+
+def _suggested(box, label: int, pred: list[np.ndarray], names: list[str]) -> str | None:
+    """The class of the most confident other-class detection overlapping ``box``."""
+    best, best_score = None, -1.0
+    for k, rows in enumerate(pred):
+        if k == label or not len(rows):
+            continue
+        overlap = box_iou(np.asarray([box]), rows[:, :4])[0]
+        for score in rows[overlap > 0, 4]:
+            if score > best_score:
+                best, best_score = names[k], float(score)
+    return best
+
+
+def _xywh(box) -> list[float]:
+    return [round(float(v), 2) for v in xyxy_to_xywh(np.asarray(box, float).reshape(1, 4))[0]]
