@@ -14,7 +14,7 @@ from detflow.data.augment import build_pipeline
 from detflow.data.collect import scan_source
 from detflow.deploy.quantize import CALIBRATION_METHODS, STATIC_OPS
 from detflow.deploy.variants import VARIANTS
-from detflow.model.build import build_model
+from detflow.model.build import build_model, input_sizes
 from detflow.model.postprocess import model_kwargs
 from detflow.model.postprocess_config import PostprocessOptions
 
@@ -71,8 +71,11 @@ def test_every_model_option_builds(option, monkeypatch):
     model = build_model(**cfg["model"], num_classes=2, **model_kwargs(postprocess))
     head = getattr(model, "roi_heads", model)  # two-stage: the RoI heads; one-stage: the model
     assert head.score_thresh == cfg["postprocess"]["score_threshold"]
-    assert model.transform.min_size == (cfg["model"]["min_size"],)
-    assert model.transform.max_size == cfg["model"]["max_size"] <= 512  # CPU-friendly sizes
+    min_size, max_size = input_sizes(
+        option, min_size=cfg["model"]["min_size"], max_size=cfg["model"]["max_size"]
+    )  # auto: built at 416 px, the train stage may grow it (detflow.train.auto_model)
+    assert model.transform.min_size == (min_size,)
+    assert model.transform.max_size == max_size <= 512  # CPU-friendly sizes
 
 
 @pytest.mark.parametrize("option", _options("augment"))
