@@ -9,9 +9,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /app
 
 # serving dependencies only, at the versions pinned in constraints.txt; detflow itself with
-# --no-deps, so neither torch nor the pipeline tooling (DVC, Hydra) is installed
+# --no-deps, so neither torch nor the pipeline tooling (DVC, Hydra) is installed; openvino
+# runs models/deploy when optimize deployed an OpenVINO variant (model.xml)
 COPY constraints.txt pyproject.toml README.md ./
-RUN pip install -c constraints.txt numpy pillow pyyaml onnxruntime \
+RUN pip install -c constraints.txt numpy pillow pyyaml onnxruntime openvino \
         fastapi uvicorn prometheus-client python-multipart
 COPY src ./src
 RUN pip install --no-deps . && rm -rf /app/src \

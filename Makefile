@@ -23,7 +23,7 @@ $(BIN)/python:
 # registry, built together). The stamp changes when constraints or pyproject change.
 $(STAMP): | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,openvino]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
