@@ -3,15 +3,18 @@
 Generates N synthetic images (seeded shapes on textured backgrounds, PNG) into a canonical
 dataset with `collect`, then times, in one process on the same files:
   decode  - PIL open + full decode of every image (the floor any cleaning must pay)
-  clean   - detflow.data.clean.clean_dataset with the default policy
-and prints the ratio clean/decode for each N, plus the scaling from the smallest N.
+  clean   - detflow.data.clean.clean_dataset with the default policy, with 1 worker process
+            and with --workers (default: one per core); the two outputs are compared byte
+            for byte
+and prints the ratios clean/decode for each N, plus the scaling from the smallest N.
 
-Usage: python bench/clean_throughput.py [--sizes 1000 10000] [--image-size 128]
+Usage: python bench/clean_throughput.py [--sizes 1000 10000] [--image-size 128] [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import os
 import tempfile
 import time
@@ -34,14 +37,33 @@ def _decode_all(dataset_json: Path) -> float:
     return time.perf_counter() - start
 
 
+def _clean(raw: Path, out: Path, *, workers: int) -> float:
+    start = time.perf_counter()
+    clean_dataset(in_json=raw, out_dir=out, workers=workers)
+    return time.perf_counter() - start
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    """Same relative file names and bytes under ``a`` and ``b``."""
+    names = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    if names != sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()):
+        return False
+    return all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; images {args.image_size}x{args.image_size} PNG")
-    print("| images | decode s | clean s | clean/decode | clean img/s |")
-    print("|---|---|---|---|---|")
+    w = args.workers
+    print(
+        f"| images | decode s | clean 1 worker s | clean {w} workers s | 1w/decode "
+        f"| {w}w/decode | {w}w img/s | outputs identical |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     first = None
     for count in args.sizes:
         with tempfile.TemporaryDirectory() as work:
@@ -57,13 +79,13 @@ def main() -> None:
             raw = work / "raw" / "dataset.json"
             _decode_all(raw)  # warm the page cache: both timings read from memory
             decode = _decode_all(raw)
-            start = time.perf_counter()
-            clean_dataset(in_json=raw, out_dir=work / "clean")
-            clean = time.perf_counter() - start
+            single = _clean(raw, work / "clean1", workers=1)
+            clean = _clean(raw, work / "cleanN", workers=w)
+            same = _same_tree(work / "clean1", work / "cleanN")
         first = first or (count, clean)
         print(
-            f"| {count} | {decode:.2f} | {clean:.2f} | {clean / decode:.2f}x "
-            f"| {count / clean:.0f} |"
+            f"| {count} | {decode:.2f} | {single:.2f} | {clean:.2f} | {single / decode:.2f}x "
+            f"| {clean / decode:.2f}x | {count / clean:.0f} | {same} |"
         )
     if len(args.sizes) > 1:
         n0, t0 = first

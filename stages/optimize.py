@@ -12,9 +12,9 @@ from detflow.deploy.benchmark import (
     latency_points,
     markdown_table,
 )
-from detflow.deploy.onnx_detector import OnnxDetector
 from detflow.deploy.publish import deploy, source_commit
 from detflow.deploy.reference import write_reference
+from detflow.deploy.runtime import open_model
 from detflow.deploy.variants import OptimizeOptions
 
 from _app import log, stage
@@ -47,7 +47,7 @@ def main(cfg: dict, root: Path) -> dict:
     )
     deployed = root / paths["deploy"]
     write_reference(
-        detector=OnnxDetector(deployed / "model.onnx"),
+        detector=open_model(deployed),
         image_paths=[test.image_path(index) for index in range(len(test))],
         out_path=deployed / "reference.json",
     )

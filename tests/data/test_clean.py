@@ -152,3 +152,15 @@ def test_the_report_lists_the_clean_keys_only(tmp_path):
     report = clean_dataset(in_json=raw, out_dir=tmp_path / "clean", policy=policy)
     assert report["policy"] == {**CleanPolicy().to_dict(), "min_box_px": 2}
     assert "max_pixels" not in report["policy"]  # limits.max_pixels is no clean.* key
+
+
+def test_clean_output_is_byte_identical_for_any_worker_count(tmp_path):
+    raw = _dataset_with_problems(tmp_path / "raw")
+    outputs = []
+    for workers in (1, 2):
+        out = tmp_path / f"clean{workers}"
+        report = clean_dataset(in_json=raw, out_dir=out, policy=CleanPolicy(), workers=workers)
+        files = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        outputs.append((json.dumps(report, sort_keys=True), files))
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0][1]) == 3  # dataset.json + the two readable, distinct images kept

@@ -22,6 +22,7 @@ from detflow.deploy.benchmark import (
 from detflow.deploy.export import ExportOptions, export_onnx
 from detflow.deploy.onnx_detector import OnnxDetector
 from detflow.deploy.publish import deploy, source_commit
+from detflow.deploy.qdq_sensitivity import SQNR_CAP_DB, sensitive_nodes, sqnr_db
 from detflow.deploy.variants import VARIANTS, OptimizeOptions, build_variants, tensorrt_missing
 from detflow.model.build import build_model
 from detflow.model.postprocess import model_kwargs
@@ -62,7 +63,9 @@ def tiny(tmp_path_factory):
         onnx_path=onnx_path,
         out_dir=root / "optimized",
         calibration=[dataset[i][0].numpy() for i in range(2)],
-        options=OptimizeOptions(exclude_nodes=["/roi_heads/box_predictor/.*"]),
+        options=OptimizeOptions(
+            exclude_nodes=["/roi_heads/box_predictor/.*"], int8_exclusion="manual"
+        ),
     )
     return {"root": root, "dataset": dataset, "variants": {v.name: v for v in variants}}
 
@@ -101,7 +104,9 @@ def test_histogram_calibration_over_images_of_different_sizes(tiny, tmp_path, me
         onnx_path=tiny["root"] / "model.onnx",
         out_dir=tmp_path,
         calibration=images,
-        options=OptimizeOptions(variants=["int8_static"], calibration_method=method),
+        options=OptimizeOptions(
+            variants=["int8_static"], calibration_method=method, int8_exclusion="manual"
+        ),
     )
     out = OnnxDetector(tmp_path / "int8_static.onnx")(images[1])
     assert out["boxes"].shape == (len(out["scores"]), 4)
@@ -124,12 +129,16 @@ def test_benchmark_covers_every_variant_and_the_budget_rejects(tiny):
     for name in CPU_VARIANTS:
         row = table[name]
         assert row["status"] == "ok" and row["provider"] == "CPUExecutionProvider", name
+    assert table["openvino_fp32"]["status"] == "ok"
+    assert table["openvino_fp32"]["provider"] == "OpenVINO CPU"
+    if tiny["variants"]["openvino_int8"].skipped is None:
+        assert table["openvino_int8"]["status"] == "ok"
         assert row["throughput_img_s"] > 0 and row["latency_ms_p95"] >= row["latency_ms_p50"]
     assert table["tensorrt_fp16"]["status"].startswith("skipped: ")
     assert all(f"| {name} |" in markdown_table(table) for name in VARIANTS)
     generous = apply_budget(table, max_map_drop=100.0)
     assert all(generous[n]["status"] == "ok" for n in CPU_VARIANTS)
-    assert fastest_accepted(generous) in CPU_VARIANTS
+    assert fastest_accepted(generous) in (*CPU_VARIANTS, "openvino_fp32", "openvino_int8")
     strict = apply_budget(table, max_map_drop=-1.0)  # even the reference loses "more"
     assert all(strict[n]["status"].startswith("rejected: ") for n in CPU_VARIANTS)
     assert strict["tensorrt_int8"]["status"].startswith("skipped: ")
@@ -217,3 +226,75 @@ def test_build_and_benchmark_is_the_stage_in_one_call(tiny, tmp_path):
     )
     assert [v.name for v in variants] == list(table) == ["ort_fp32", "int8_dynamic"]
     assert table["ort_fp32"]["map_drop"] == 0.0  # the budget is applied
+
+
+def test_openvino_variants_match_ort_and_deploy_as_ir(tiny, tmp_path):
+    from detflow.deploy.runtime import open_model
+
+    image = tiny["dataset"][1][0].numpy()
+    reference = OnnxDetector(tiny["variants"]["ort_fp32"].path)(image)
+    fp32 = open_model(tiny["variants"]["openvino_fp32"].path)(image)
+    assert fp32["boxes"].shape == reference["boxes"].shape
+    np.testing.assert_allclose(fp32["scores"], reference["scores"], atol=1e-3)
+    np.testing.assert_allclose(fp32["boxes"], reference["boxes"], atol=0.05)
+    assert b"FakeQuantize" not in tiny["variants"]["openvino_fp32"].path.read_bytes()
+    variant = tiny["variants"]["openvino_int8"]
+    if variant.skipped is None:
+        assert b"FakeQuantize" in variant.path.read_bytes()  # INT8: quantize ops
+    else:  # this random-weight 64-px model crashes OpenVINO inside NNCF (a child process)
+        assert variant.skipped.startswith("NNCF post-training quantization crashed")
+        variant = tiny["variants"]["openvino_fp32"]
+    row = {"status": "ok", "map50_95": 0.1, "latency_ms_p50": 5.0, "provider": "OpenVINO CPU"}
+    out = tmp_path / "deploy"
+    card = deploy(variant=variant.name, model_path=variant.path, row=row, out_dir=out, commit=None)
+    assert sorted(p.name for p in out.iterdir()) == ["model.bin", "model.xml", "model_card.json"]
+    assert card["class_names"] == ["circle", "square"] and card["postprocess"]["max_detections"]
+    detector = open_model(out)  # the folder resolves to the IR, run by OpenVINO
+    assert detector.provider == "OpenVINO CPU" and detector.postprocess == POSTPROCESS
+    assert detector(image)["boxes"].shape[1] == 4
+
+
+def test_sqnr_and_the_selection_by_hand():
+    signal = np.ones(100, np.float32)
+    assert sqnr_db(signal, signal) == SQNR_CAP_DB
+    assert sqnr_db(signal, signal * 1.1) == pytest.approx(20.0)  # noise = signal / 10
+    assert sqnr_db(signal, signal * 2.0) == pytest.approx(0.0)
+    measured = {"a": 25.0, "b": 3.0, "c": -1.0, "d": 9.99}
+    assert sensitive_nodes(measured, min_sqnr_db=10.0) == ["c", "b", "d"]  # worst first
+
+
+def test_auto_keeps_the_nodes_below_the_threshold_in_float(tiny, tmp_path):
+    calibration = [tiny["dataset"][i][0].numpy() for i in range(2)]
+
+    def build(folder, threshold):
+        options = OptimizeOptions(
+            variants=["int8_static"], int8_exclusion="auto", auto_min_sqnr_db=threshold
+        )
+        build_variants(
+            onnx_path=tiny["root"] / "model.onnx",
+            out_dir=folder,
+            calibration=calibration,
+            options=options,
+        )
+        return json.loads((folder / "int8_static.float_nodes.json").read_text())
+
+    none = build(tmp_path / "none", 0.0)
+    measured = none["sqnr_db"]
+    assert len(measured) > 10
+    threshold = float(np.median(list(measured.values())))
+    some = build(tmp_path / "some", threshold)
+    assert some["sqnr_db"] == measured  # the same measurement: deterministic
+    assert set(some["float_nodes"]) == {n for n, v in measured.items() if v < threshold}
+    model = onnx.load(str(tmp_path / "some" / "int8_static.onnx"))
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name in measured]
+    assert {n.name in some["float_nodes"] for n in convs} == {True, False}  # both kinds
+    for node in convs:  # int8 weights exactly where the measurement allowed them
+        assert (node.input[1] in dequantized) == (node.name not in some["float_nodes"])
+
+
+def test_exclusion_mode_is_checked():
+    with pytest.raises(ConfigError, match="int8_exclusion='guess'.*auto, manual"):
+        OptimizeOptions(int8_exclusion="guess")
+    with pytest.raises(ConfigError, match="auto_min_sqnr_db"):
+        OptimizeOptions(auto_min_sqnr_db=-1.0)

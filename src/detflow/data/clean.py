@@ -15,8 +15,6 @@ Quality flags are reported, never used to drop. The source is only read.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +22,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detflow.data import manifest
 from detflow.core.boxes import box_iou, exif_orient_xyxy, scale_xyxy, xywh_to_xyxy, xyxy_to_xywh
 from detflow.core.errors import DataError, require_positive
 from detflow.core.faults import maybe_kill
@@ -32,16 +29,13 @@ from detflow.core.files import atomic_dir
 from detflow.core.images import (
     DEFAULT_MAX_PIXELS,
     RESIZE_MODES,
-    PixelLimitError,
-    decode_with_info,
     require_pixel_limit,
-    resize_policy,
 )
 from detflow.core.options import ConfigOptions
-from detflow.data.near_duplicates import clusters, near_duplicate_pairs, perceptual_hash
-from detflow.data.quality import quality_flags
+from detflow.data import manifest
+from detflow.data.clean_images import Analysed, analyse_all
+from detflow.data.near_duplicates import clusters, near_duplicate_pairs
 
-FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png"}
 # clean's box drop reasons that leave a real object of the image without its box
 LOST_OBJECT = frozenset({"non_numeric", "unknown_class", "non_finite", "out_of_bounds"})
 
@@ -81,41 +75,48 @@ def clean_dataset(
     in_json: str | Path,
     out_dir: str | Path,
     policy: CleanPolicy | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Write the cleaned ``out_dir/dataset.json`` + ``out_dir/images/``; return the report
     (counts per reason, every dropped/changed image and box, quality flags, class balance,
-    and the ``clean.*`` policy)."""
+    and the ``clean.*`` policy). ``workers``: processes decoding images (None: one per core);
+    the outputs are byte-identical for any number (:func:`analyse_all`)."""
     policy = policy or CleanPolicy()
     source = manifest.load_dataset(in_json)
+    folder = manifest.image_dir(in_json, source)
+    items = [(folder / im["file_name"], im["source"], im["file_name"]) for im in source["images"]]
     boxes_of = manifest.annotations_by_image(source)
     out = manifest.new_dataset(class_names=manifest.class_names(source))
     log, hashes = _Log(), []
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         cleaner = _ImageCleaner(
-            manifest.image_dir(in_json, source),
-            tmp / "images",
-            policy,
-            policy.max_pixels,
-            log,
-            {c["id"] for c in source["categories"]},
+            tmp / "images", policy, log, {c["id"] for c in source["categories"]}
         )
-        for image in tqdm(source["images"], desc="clean", unit="img", leave=False, disable=None):
-            kept = cleaner(image, boxes_of.get(image["id"], []))
+        analysed = analyse_all(items, policy=policy, workers=workers)
+        for image, done in tqdm(
+            zip(source["images"], analysed, strict=True),
+            total=len(items),
+            desc="clean",
+            unit="img",
+            leave=False,
+            disable=None,
+        ):
+            kept = cleaner(image, boxes_of.get(image["id"], []), done)
             maybe_kill("clean.image")
             if kept is None:
                 continue
-            rgb, file_name, changes, boxes, incomplete = kept
+            file_name, changes, boxes, incomplete = kept
             new_id = manifest.add_image(
                 out,
                 file_name=file_name,
-                width=rgb.width,
-                height=rgb.height,
+                width=done.out_size[0],
+                height=done.out_size[1],
                 source=image["source"],
                 group=image["group"],
                 split=image.get("split"),
                 labelled=image.get("labelled"),
-                quality=quality_flags(rgb, policy.quality) or None,
+                quality=done.quality or None,
                 changes=changes or None,
                 incomplete=incomplete or None,
             )
@@ -127,7 +128,7 @@ def clean_dataset(
                     xywh=xyxy_to_xywh([xyxy])[0],
                     ignore=_ignore_kind(ann),
                 )
-            hashes.append(perceptual_hash(rgb))
+            hashes.append(done.phash)
         near = _near_duplicates(out, hashes, policy, log, tmp / "images")
         if not out["images"]:
             raise DataError(f"{in_json}: every image was dropped by clean; see the report reasons")
@@ -142,28 +143,18 @@ def clean_dataset(
 
 
 class _ImageCleaner:
-    """One image at a time: decode, drop exact duplicates, check boxes, resize, write."""
+    """One analysed image at a time, in order: drop exact duplicates, check boxes, write."""
 
-    def __init__(self, source_dir, out_dir, policy, max_pixels, log, categories):
-        self.source_dir, self.out_dir, self.policy = source_dir, out_dir, policy
-        self.max_pixels, self.log, self.categories = max_pixels, log, categories
+    def __init__(self, out_dir, policy, log, categories):
+        self.out_dir, self.policy, self.log, self.categories = out_dir, policy, log, categories
         self.seen: dict[str, str] = {}
 
-    def __call__(self, image: dict, anns: list[dict]):
-        """``(rgb, file name, changes, [(annotation, xyxy)], incomplete reasons)``, or None
-        when dropped."""
-        decoded = _decode(
-            self.source_dir / image["file_name"],
-            image,
-            self.policy,
-            self.max_pixels,
-            self.log,
-            anns,
-        )
-        if decoded is None:
-            return None
-        rgb, data, fmt, orientation, changes = decoded
-        digest = hashlib.sha256(rgb.tobytes() + repr(rgb.size).encode()).hexdigest()
+    def __call__(self, image: dict, anns: list[dict], done: Analysed):
+        """``(file name, changes, [(annotation, xyxy)], incomplete reasons)``, or None when
+        dropped. ``done``: the image as :func:`analyse_image` decoded it."""
+        if done.dropped is not None:
+            return self.log.drop_image(image, anns, *done.dropped)
+        digest = done.digest
         if digest in self.seen:
             return self.log.drop_image(
                 image, anns, "exact_duplicate", f"same pixels as {self.seen[digest]}"
@@ -171,50 +162,18 @@ class _ImageCleaner:
         self.seen[digest] = image["source"]
         start = len(self.log.dropped)
         boxes = _check_boxes(
-            anns, image, orientation, rgb.size, self.policy, self.log, self.categories
+            anns, image, done.orientation, done.size, self.policy, self.log, self.categories
         )
         incomplete = [*image.get("incomplete", []), *self.log.lost_since(start)]
         if incomplete and self.policy.incomplete_images == "drop":
             del self.seen[digest]  # a complete copy of these pixels may still come
             detail = "; ".join(incomplete)
             return self.log.drop_image(image, [a for a, _ in boxes], "incomplete", detail)
-        rgb, transform = resize_policy(rgb, mode=self.policy.resize, size=self.policy.resize_size)
-        if transform != (1.0, 1.0, 0.0, 0.0):
-            changes.append("resized")
-            boxes = [(a, _scaled(xyxy, transform)) for a, xyxy in boxes]
-        file_name = _write_image(data, rgb, fmt, digest, changes, self.out_dir)
-        return rgb, file_name, changes, boxes, incomplete
-
-
-def _decode(path: Path, image: dict, policy: CleanPolicy, max_pixels: int, log, anns):
-    """(rgb, bytes, format, EXIF orientation, changes) or None when the image is dropped."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:  # the reason only: no absolute path in the report
-        return log.drop_image(image, anns, "unreadable_image", exc.strerror or type(exc).__name__)
-    changes = []
-    try:
-        rgb, info = decode_with_info(data, name=image["source"], max_pixels=max_pixels)
-    except PixelLimitError as exc:
-        return log.drop_image(image, anns, "too_many_pixels", str(exc))
-    except DataError as exc:
-        if policy.broken_images == "drop":
-            return log.drop_image(image, anns, "unreadable_image", str(exc))
-        try:
-            rgb, info = decode_with_info(
-                data, name=image["source"], max_pixels=max_pixels, allow_truncated=True
-            )
-        except DataError as again:
-            return log.drop_image(image, anns, "unreadable_image", str(again))
-        changes.append("repaired")
-    if info["orientation"] not in (0, 1):
-        changes.append("exif_rotated")
-    if info["mode"] != "RGB":
-        changes.append("converted_to_rgb")
-    expected = FORMAT_SUFFIX.get(info["format"])
-    if expected and Path(image["file_name"]).suffix.lower() not in (expected, ".jpeg"):
-        changes.append("wrong_extension")
-    return rgb, data, info["format"], info["orientation"], changes
+        if "resized" in done.changes:
+            boxes = [(a, _scaled(xyxy, done.transform)) for a, xyxy in boxes]
+        file_name = digest[:20] + done.out_suffix
+        (self.out_dir / file_name).write_bytes(done.out_bytes)
+        return file_name, list(done.changes), boxes, incomplete
 
 
 def _check_boxes(anns, image, orientation, size, policy, log, valid_categories):
@@ -271,20 +230,6 @@ def _check_box(ann, image, orientation, size, valid_categories, policy, log):
 def _scaled(xyxy, transform):
     sx, sy, ox, oy = transform
     return tuple(scale_xyxy([xyxy], scale_x=sx, scale_y=sy, offset_x=ox, offset_y=oy)[0])
-
-
-def _write_image(data: bytes, rgb, fmt, digest: str, changes, folder: Path) -> str:
-    """Keep the original bytes when they already are this RGB image; else write PNG."""
-    pixel_changes = {"repaired", "exif_rotated", "converted_to_rgb", "resized"}
-    if fmt in FORMAT_SUFFIX and not pixel_changes & set(changes):
-        name = digest[:20] + FORMAT_SUFFIX[fmt]
-        (folder / name).write_bytes(data)
-        return name
-    name = digest[:20] + ".png"
-    buffer = io.BytesIO()
-    rgb.save(buffer, format="PNG")
-    (folder / name).write_bytes(buffer.getvalue())
-    return name
 
 
 def _near_duplicates(out: dict, hashes: list[int], policy: CleanPolicy, log, folder: Path):

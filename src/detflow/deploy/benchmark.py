@@ -6,7 +6,7 @@ A row (one per variant, in build order) holds ``status``: ``ok``, ``skipped: <re
 variant that ran also holds ``size_mb``, ``map50_95``, ``map50`` (COCO, test split, after the
 post-processing in the model's metadata), ``latency_ms_p50|p95`` (batch 1, one image per
 call), ``throughput_img_s`` (test images per second of inference, one after another) and
-``provider`` (the ORT execution provider that ran it).
+``provider`` (the ORT execution provider, or OpenVINO's device, that ran it).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from detflow.core.errors import DetflowError
-from detflow.deploy.onnx_detector import OnnxDetector
+from detflow.deploy.detectors import load_detector, model_bytes
 from detflow.deploy.quantize import calibration_images
 from detflow.deploy.variants import OptimizeOptions, Variant, build_variants
 from detflow.evaluate.metrics import evaluate_predictor
@@ -51,7 +51,7 @@ def benchmark(*, variants: list[Variant], dataset, warmup_runs: int = 2) -> dict
             table[variant.name] = {"status": f"skipped: {variant.skipped}"}
             continue
         try:
-            detector = OnnxDetector(variant.path, providers=variant.providers)
+            detector = load_detector(variant.path, providers=variant.providers)
         except DetflowError as exc:  # e.g. a provider without kernels for the variant's ops
             table[variant.name] = {"status": f"skipped: {exc}"}
             continue
@@ -68,7 +68,7 @@ def benchmark(*, variants: list[Variant], dataset, warmup_runs: int = 2) -> dict
     return table
 
 
-def _measure(detector: OnnxDetector, dataset) -> dict:
+def _measure(detector, dataset) -> dict:
     seconds = []
 
     def predict_one(image):
@@ -80,7 +80,7 @@ def _measure(detector: OnnxDetector, dataset) -> dict:
     metrics = evaluate_predictor(predict_one, dataset)
     return {
         "status": "ok",
-        "size_mb": round(detector.path.stat().st_size / 1e6, 3),
+        "size_mb": round(model_bytes(detector.path) / 1e6, 3),
         "map50_95": metrics["map50_95"],
         "map50": metrics["map50"],
         "latency_ms_p50": metrics["latency_ms_p50"],

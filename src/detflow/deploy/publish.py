@@ -35,14 +35,7 @@ def source_commit(repo: str | Path = ".") -> str | None:
 def model_metadata(path: str | Path) -> dict:
     """The model's ``detflow_*`` metadata properties, JSON values decoded."""
     proto = onnx.load(str(path), load_external_data=False)
-    meta = {}
-    for prop in proto.metadata_props:
-        if prop.key.startswith("detflow_"):
-            try:
-                meta[prop.key.removeprefix("detflow_")] = json.loads(prop.value)
-            except json.JSONDecodeError:
-                meta[prop.key.removeprefix("detflow_")] = prop.value
-    return meta
+    return model_metadata_from({prop.key: prop.value for prop in proto.metadata_props})
 
 
 def deploy(
@@ -54,10 +47,12 @@ def deploy(
     commit: str | None,
     cost: dict | None = None,
 ) -> dict:
-    """Copy ``model_path`` to ``out_dir/model.onnx`` and write the model card; returns it.
-    ``cost``: the PyTorch model's parameter count and FLOPs per image (evaluate's ``cost``),
-    in the card when given."""
-    meta = model_metadata(model_path)
+    """Copy ``model_path`` to ``out_dir/model.onnx`` (an OpenVINO IR: ``model.xml`` and
+    ``model.bin``) and write the model card; returns it. ``cost``: the PyTorch model's
+    parameter count and FLOPs per image (evaluate's ``cost``), in the card when given."""
+    model_path = Path(model_path)
+    openvino = model_path.suffix == ".xml"
+    meta = _openvino_metadata(model_path) if openvino else model_metadata(model_path)
     card = {
         "variant": variant,
         **row,
@@ -71,7 +66,33 @@ def deploy(
     }
     if cost is not None:
         card["cost"] = cost
+    if openvino:
+        card["weights_sha256"] = sha256_file(model_path.with_suffix(".bin"))
     with atomic_dir(out_dir) as tmp:
-        shutil.copyfile(model_path, tmp / "model.onnx")
+        if openvino:
+            shutil.copyfile(model_path, tmp / "model.xml")
+            shutil.copyfile(model_path.with_suffix(".bin"), tmp / "model.bin")
+        else:
+            shutil.copyfile(model_path, tmp / "model.onnx")
         write_json(tmp / "model_card.json", card)
     return card
+
+
+def _openvino_metadata(path: Path) -> dict:
+    """:func:`model_metadata` of an OpenVINO IR built by the optimize stage."""
+    from detflow.deploy.openvino_detector import OpenVinoDetector
+
+    raw = OpenVinoDetector(path, postprocess=False).metadata
+    return model_metadata_from(raw)
+
+
+def model_metadata_from(props: dict[str, str]) -> dict:
+    """``detflow_*`` properties (strings) → keys without the prefix, JSON values decoded."""
+    meta = {}
+    for key, value in props.items():
+        if key.startswith("detflow_"):
+            try:
+                meta[key.removeprefix("detflow_")] = json.loads(value)
+            except json.JSONDecodeError:
+                meta[key.removeprefix("detflow_")] = value
+    return meta

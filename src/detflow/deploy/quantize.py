@@ -27,6 +27,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from detflow.core.errors import ConfigError
 from detflow.core.files import atomic_file
+from detflow.deploy.qdq_sensitivity import node_sqnr, sensitive_nodes
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")  # ops with weights: dynamic INT8 and fp16 change these
 # Static INT8 may also quantize the activations flowing between them, so that consecutive ops
@@ -94,6 +95,9 @@ def _prepared(source: Path, work: str) -> Path:
     return prepared
 
 
+EXCLUSION_MODES = ("auto", "manual")
+
+
 def build_int8_static(
     source: Path,
     target: Path,
@@ -105,28 +109,72 @@ def build_int8_static(
     reduce_range: bool = False,
     op_types: list[str] = STATIC_OPS,
     exclude_nodes: list[str] = (),
-) -> None:
+    exclusion: str = "manual",
+    min_sqnr_db: float = 10.0,
+) -> dict:
     """QDQ INT8 static quantization (activations uint8, weights int8), calibrated with
-    ``method`` (minmax | entropy | percentile) on ``calibration`` ``[3, H, W]`` images."""
+    ``method`` (minmax | entropy | percentile) on ``calibration`` ``[3, H, W]`` images.
+
+    ``exclusion``: ``manual`` keeps the nodes matching ``exclude_nodes`` in float; ``auto``
+    also quantizes everything else once, measures each node's output against the float model
+    on the calibration images (:func:`detflow.deploy.qdq_sensitivity.node_sqnr`) and keeps
+    those below ``min_sqnr_db`` in float. Returns ``{"float_nodes": [...], "sqnr_db":
+    {node: dB}}`` (empty ``sqnr_db`` for manual)."""
     if not calibration:
         raise ConfigError("optimize.calibration_images must be > 0 and the val split non-empty")
-    op_types = list(op_types)
+    if exclusion not in EXCLUSION_MODES:
+        raise ConfigError(f"optimize.int8_exclusion={exclusion!r}; use one of {EXCLUSION_MODES}")
+    settings = {
+        "reader": _ImageReader(input_name, calibration),
+        "method": method,
+        "per_channel": per_channel,
+        "reduce_range": reduce_range,
+        "op_types": list(op_types),
+    }
     with tempfile.TemporaryDirectory() as work, atomic_file(target) as tmp:
         prepared = _prepared(source, work)
-        quantize_static(
-            str(prepared),
-            str(tmp),
-            _ImageReader(input_name, calibration),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=op_types,
-            nodes_to_exclude=excluded_nodes(onnx.load(str(prepared)), list(exclude_nodes)),
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CALIBRATION_METHODS[method],
-            extra_options={"CalibStridedMinMax": 1},  # one image per collect_data call
-        )
+        kept = excluded_nodes(onnx.load(str(prepared)), list(exclude_nodes))
+        sqnr = {}
+        if exclusion == "auto":
+            full = Path(work) / "full_int8.onnx"
+            _quantize_static(prepared, full, kept, **settings)
+            sqnr = node_sqnr(
+                float_model=prepared,
+                qdq_model=full,
+                reader=settings["reader"],
+                op_types=settings["op_types"],
+            )
+            kept += [n for n in sensitive_nodes(sqnr, min_sqnr_db=min_sqnr_db) if n not in kept]
+        _quantize_static(prepared, Path(tmp), kept, **settings)
+    return {"float_nodes": kept, "sqnr_db": sqnr}
+
+
+def _quantize_static(
+    prepared: Path,
+    target: Path,
+    exclude: list[str],
+    *,
+    reader,
+    method,
+    per_channel,
+    reduce_range,
+    op_types,
+) -> None:
+    reader.set_range(0, len(reader))
+    quantize_static(
+        str(prepared),
+        str(target),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=op_types,
+        nodes_to_exclude=exclude,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CALIBRATION_METHODS[method],
+        extra_options={"CalibStridedMinMax": 1},  # one image per collect_data call
+    )
 
 
 def build_int8_dynamic(

@@ -1,6 +1,7 @@
 """What every ONNX Runtime caller shares (``detflow predict``, ``detflow serve``): the execution
-providers, opening a deploy model, the model's input from an RGB array, thresholding and the
-JSON form of detections. NumPy and ONNX Runtime only: no torch, no OpenCV.
+providers, opening a deploy model (ONNX, or OpenVINO IR run by OpenVINO), the model's input
+from an RGB array, thresholding and the JSON form of detections. NumPy, ONNX Runtime and
+OpenVINO only: no torch, no OpenCV.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from detflow.core.errors import ConfigError, require_choice
+from detflow.deploy.detectors import OPENVINO_SUFFIX, load_detector
 from detflow.deploy.onnx_detector import OnnxDetector
 
 PROVIDERS = {
@@ -36,15 +38,25 @@ def providers_for(name: str) -> list[str]:
 
 
 def model_file(path: str | Path) -> Path:
-    """``path`` itself, or ``path/model.onnx`` for a folder (``models/deploy``)."""
+    """``path`` itself, or for a folder (``models/deploy``) the ``model.xml`` (OpenVINO IR)
+    it holds, else its ``model.onnx``."""
     path = Path(path)
-    return path / "model.onnx" if path.is_dir() else path
+    if not path.is_dir():
+        return path
+    ir = path / f"model{OPENVINO_SUFFIX}"
+    return ir if ir.exists() else path / "model.onnx"
 
 
 def open_model(path: str | Path, *, provider: str = "cpu", threads: int = 0) -> OnnxDetector:
-    """The detector at ``path``: an ONNX file or a folder holding ``model.onnx``
-    (``models/deploy``). Raises DetflowError for a missing or non-detflow model."""
-    return OnnxDetector(model_file(path), providers=providers_for(provider), threads=threads)
+    """The detector at ``path``: an ONNX file, an OpenVINO IR (``.xml``, run by OpenVINO on
+    the CPU: ``provider`` must be cpu) or a folder holding either (``models/deploy``).
+    Raises DetflowError for a missing or non-detflow model."""
+    path = model_file(path)
+    if path.suffix == OPENVINO_SUFFIX:
+        if provider != "cpu":
+            raise ConfigError(f"provider={provider}: {path} is an OpenVINO model; use cpu")
+        return load_detector(path, threads=threads)
+    return OnnxDetector(path, providers=providers_for(provider), threads=threads)
 
 
 def model_threshold(detector: OnnxDetector, score_threshold: float | None) -> float:

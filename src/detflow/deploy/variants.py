@@ -6,6 +6,9 @@
 - ``int8_dynamic``: INT8 weights, activations quantized at run time.
 - ``fp16``: float16 convolutions and matrix products (for GPUs; run by CUDA when present,
   else by the CPU provider).
+- ``openvino_fp32`` / ``openvino_int8``: OpenVINO IR (``.xml`` + ``.bin``), converted from
+  the export, INT8 by NNCF post-training quantization on the same calibration images
+  (:mod:`detflow.deploy.openvino_build`); skipped with the reason without ``openvino``.
 - ``tensorrt_fp16`` / ``tensorrt_int8``: TensorRT engines built by ONNX Runtime's TensorRT
   execution provider (int8: from a QDQ model, TensorRT's explicit quantization). Where the
   provider, the tensorrt package or a CUDA GPU is missing they are :class:`Variant` s with
@@ -16,19 +19,24 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from detflow.core.errors import ConfigError, DetflowError, require_positive
 from detflow.core.faults import maybe_kill
-from detflow.core.files import atomic_dir, atomic_file
+from detflow.core.files import atomic_dir, atomic_file, write_json
 from detflow.core.options import ConfigOptions
 from detflow.deploy.onnx_detector import make_session
+from detflow.deploy.openvino_build import build_openvino, build_openvino_int8
+from detflow.deploy.openvino_detector import openvino_missing
 from detflow.deploy.quantize import (
     CALIBRATION_METHODS,
+    EXCLUSION_MODES,
     QUANTIZED_OPS,
     STATIC_OPS,
     build_fp16,
@@ -36,7 +44,10 @@ from detflow.deploy.quantize import (
     build_int8_static,
 )
 
-VARIANTS = ("ort_fp32", "int8_static", "int8_dynamic", "fp16", "tensorrt_fp16", "tensorrt_int8")
+VARIANTS = (
+    *("ort_fp32", "int8_static", "int8_dynamic", "fp16", "tensorrt_fp16", "tensorrt_int8"),
+    *("openvino_fp32", "openvino_int8"),
+)
 WEIGHT_OP_VARIANTS = ("int8_dynamic", "fp16")  # change only the ops with weights
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -65,12 +76,15 @@ class OptimizeOptions(ConfigOptions):
         default_factory=lambda: list(STATIC_OPS), metadata={"choices": STATIC_OPS}
     )
     exclude_nodes: list[str] = field(default_factory=list)
+    int8_exclusion: str = field(default="auto", metadata={"choices": EXCLUSION_MODES})
+    auto_min_sqnr_db: float = 10.0
 
     def check(self) -> None:
         if len(set(self.variants)) != len(self.variants):
             raise ConfigError(f"optimize.variants={list(self.variants)} names a variant twice")
         require_positive("optimize.warmup_runs", self.warmup_runs, allow_zero=True, integer=True)
         require_positive("optimize.calibration_images", self.calibration_images, integer=True)
+        require_positive("optimize.auto_min_sqnr_db", self.auto_min_sqnr_db, allow_zero=True)
         ops = self.quantize_op_types
         if not ops:
             raise ConfigError(
@@ -156,13 +170,15 @@ def build_variants(
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     if not onnx_path.exists():
         raise DetflowError(f"{onnx_path}: exported model not found; run the export stage first")
-    int8 = {
+    int8 = {  # calibration is also openvino_int8's (NNCF)
         "calibration": calibration,
         "method": options.calibration_method,
         "per_channel": options.per_channel,
         "reduce_range": options.reduce_range,
         "op_types": options.quantize_op_types,
         "exclude_nodes": options.exclude_nodes,
+        "exclusion": options.int8_exclusion,
+        "min_sqnr_db": options.auto_min_sqnr_db,
         "input_name": make_session(onnx_path).get_inputs()[0].name,
     }
     built = []
@@ -184,16 +200,54 @@ def _moved(variant: Variant, out_dir: Path) -> Variant:
     return Variant(variant.name, path, providers, variant.skipped)
 
 
+def _float_nodes(source: Path, target: Path, int8: dict) -> dict:
+    """Build static INT8 at ``target``; its float-node report, also kept in ``int8`` for the
+    OpenVINO INT8 variant."""
+    settings = {k: v for k, v in int8.items() if k != "float_nodes"}
+    int8["float_nodes"] = build_int8_static(source, target, **settings)
+    return int8["float_nodes"]
+
+
+def _build_openvino(name: str, source: Path, out_dir: Path, int8: dict) -> Variant:
+    """``openvino_fp32`` / ``openvino_int8`` as ``out_dir/<name>.xml``; INT8 keeps in float
+    the nodes static INT8 keeps in float (measured once, shared with ``int8_static``)."""
+    reason = openvino_missing()
+    if reason is not None:
+        return Variant(name, skipped=reason)
+    target = out_dir / f"{name}.xml"
+    if name == "openvino_fp32":
+        build_openvino(source, target)
+        return Variant(name, target, providers=[])
+    if "float_nodes" not in int8:
+        with tempfile.TemporaryDirectory() as work:
+            _float_nodes(source, Path(work) / "int8_static.onnx", int8)
+    float_nodes = {*int8["float_nodes"]["float_nodes"], *_unquantized(source, int8["op_types"])}
+    failed = build_openvino_int8(
+        source, target, calibration=int8["calibration"], float_nodes=sorted(float_nodes)
+    )
+    if failed:
+        return Variant(name, skipped=failed)
+    return Variant(name, target, providers=[])
+
+
+def _unquantized(source: Path, op_types: list[str]) -> list[str]:
+    """Names of the main graph's nodes static INT8 leaves in float whatever it measures: those
+    not of ``op_types``."""
+    return [n.name for n in onnx.load(str(source)).graph.node if n.op_type not in op_types]
+
+
 def _build(name: str, source: Path, out_dir: Path, int8: dict) -> Variant:
     target = out_dir / f"{name}.onnx"
     nodes = {"op_types": int8["op_types"], "exclude_nodes": int8["exclude_nodes"]}
     if name == "ort_fp32":
         build_ort_fp32(source, target)
-    elif name == "int8_static":
-        build_int8_static(source, target, **int8)
+    elif name == "int8_static":  # which nodes stayed float, and why: next to the model
+        write_json(out_dir / f"{name}.float_nodes.json", _float_nodes(source, target, int8))
     elif name == "int8_dynamic":
         flags = {"per_channel": int8["per_channel"], "reduce_range": int8["reduce_range"]}
         build_int8_dynamic(source, target, **flags, **nodes)
+    elif name.startswith("openvino"):
+        return _build_openvino(name, source, out_dir, int8)
     elif name == "fp16":
         build_fp16(source, target, **nodes)
         available = ort.get_available_providers()
@@ -203,7 +257,7 @@ def _build(name: str, source: Path, out_dir: Path, int8: dict) -> Variant:
         if reason is not None:
             return Variant(name, skipped=reason)
         if name == "tensorrt_int8":  # TensorRT's explicit quantization: the QDQ scales
-            build_int8_static(source, target, **int8)
+            _float_nodes(source, target, int8)
         else:
             shutil.copyfile(source, target)
         return build_tensorrt(name, target)

@@ -1,0 +1,140 @@
+"""clean's per-image work, spread over processes: read, decode once, and from the decoded
+pixels the exact-duplicate digest, the resize, the encoded output, the quality flags and the
+perceptual hash.
+
+:func:`analyse_image` depends on one image's file and the policy only, so any number of
+workers gives the same records; :func:`analyse_all` returns them in the input order (what
+depends on the order, duplicates, boxes and the report, stays with the caller, in one
+process). Nothing else decodes the image: the hash and the flags share one grayscale copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from detflow.core.errors import DataError
+from detflow.core.images import PixelLimitError, decode_with_info, resize_policy
+from detflow.data.near_duplicates import perceptual_hash
+from detflow.data.quality import quality_flags
+
+FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png"}
+PIXEL_CHANGES = frozenset({"repaired", "exif_rotated", "converted_to_rgb", "resized"})
+CHUNK = 16  # images per task sent to a worker (fewer when there are few images)
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """One image as decoded: ``dropped`` = (reason, detail) when it cannot be used; else the
+    digest of its oriented RGB pixels, ``size`` (width, height) of those pixels (the boxes'
+    frame), ``orientation`` (EXIF), ``changes``, ``transform`` (resize: scale_x, scale_y,
+    offset_x, offset_y), ``out_size`` and ``out_bytes`` + ``out_suffix`` (the file to write:
+    the source bytes when they already are these pixels, else PNG), ``quality`` flags and
+    ``phash`` (64-bit perceptual hash of the output pixels)."""
+
+    dropped: tuple[str, str] | None = None
+    digest: str = ""
+    size: tuple[int, int] = (0, 0)
+    orientation: int = 1
+    changes: list[str] = field(default_factory=list)
+    transform: tuple[float, float, float, float] = (1.0, 1.0, 0.0, 0.0)
+    out_size: tuple[int, int] = (0, 0)
+    out_bytes: bytes = b""
+    out_suffix: str = ""
+    quality: list[str] = field(default_factory=list)
+    phash: int = 0
+
+
+def analyse_image(path: Path, *, name: str, file_name: str, policy) -> Analysed:
+    """Decode ``path`` once (``name``: the image's source, for messages; ``file_name``: its
+    name in the manifest, for the extension check) under ``policy`` (a CleanPolicy)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # the reason only: no absolute path in the report
+        return Analysed(dropped=("unreadable_image", exc.strerror or type(exc).__name__))
+    changes = []
+    try:
+        rgb, info = decode_with_info(data, name=name, max_pixels=policy.max_pixels)
+    except PixelLimitError as exc:
+        return Analysed(dropped=("too_many_pixels", str(exc)))
+    except DataError as exc:
+        if policy.broken_images == "drop":
+            return Analysed(dropped=("unreadable_image", str(exc)))
+        try:
+            rgb, info = decode_with_info(
+                data, name=name, max_pixels=policy.max_pixels, allow_truncated=True
+            )
+        except DataError as again:
+            return Analysed(dropped=("unreadable_image", str(again)))
+        changes.append("repaired")
+    if info["orientation"] not in (0, 1):
+        changes.append("exif_rotated")
+    if info["mode"] != "RGB":
+        changes.append("converted_to_rgb")
+    expected = FORMAT_SUFFIX.get(info["format"])
+    if expected and Path(file_name).suffix.lower() not in (expected, ".jpeg"):
+        changes.append("wrong_extension")
+    digest = hashlib.sha256(rgb.tobytes() + repr(rgb.size).encode()).hexdigest()
+    out, transform = resize_policy(rgb, mode=policy.resize, size=policy.resize_size)
+    if transform != (1.0, 1.0, 0.0, 0.0):
+        changes.append("resized")
+    out_bytes, suffix = _encoded(data, out, info["format"], changes)
+    gray = out.convert("L")  # shared by the flags and the hash (both work on luminance)
+    return Analysed(
+        digest=digest,
+        size=rgb.size,
+        orientation=info["orientation"],
+        changes=changes,
+        transform=transform,
+        out_size=out.size,
+        out_bytes=out_bytes,
+        out_suffix=suffix,
+        quality=quality_flags(gray, policy.quality),
+        phash=perceptual_hash(gray),
+    )
+
+
+def _encoded(data: bytes, rgb, fmt, changes) -> tuple[bytes, str]:
+    """The original bytes when they already are this RGB image; else PNG."""
+    if fmt in FORMAT_SUFFIX and not PIXEL_CHANGES & set(changes):
+        return data, FORMAT_SUFFIX[fmt]
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="PNG")
+    return buffer.getvalue(), ".png"
+
+
+def _analyse_chunk(items: list[tuple[Path, str, str]], policy) -> list[Analysed]:
+    return [analyse_image(p, name=n, file_name=f, policy=policy) for p, n, f in items]
+
+
+def worker_count(workers: int | None) -> int:
+    """``workers`` processes, or this machine's cores for None / 0."""
+    return workers or os.cpu_count() or 1
+
+
+def analyse_all(items: list[tuple[Path, str, str]], *, policy, workers: int | None = None):
+    """:func:`analyse_image` of each ``(path, name, file_name)``, yielded in input order;
+    ``workers`` processes (None: one per core; 1: this process). At most a few chunks per
+    worker are in flight, so memory stays flat however many images there are."""
+    workers = worker_count(workers)
+    size = max(1, min(CHUNK, len(items) // (4 * workers)))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    work = partial(_analyse_chunk, policy=policy)
+    if workers == 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield from work(chunk)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(work, chunk))
+            if len(pending) >= 4 * workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()

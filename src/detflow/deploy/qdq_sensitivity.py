@@ -1,0 +1,72 @@
+"""Which nodes of a static-INT8 model break accuracy: measured, not guessed.
+
+ONNX Runtime's ``qdq_loss_debug`` runs the float model and its fully quantized QDQ copy on
+the calibration images (the val split) with every intermediate tensor as an output, and
+compares each quantized node's output across the two models. The comparison is the
+signal-to-quantization-noise ratio, ``SQNR = 20 log10(‖float‖ / ‖float − int8‖)`` in dB,
+averaged over the images where the tensor has the same shape in both models (proposal and
+detection counts may differ). A node whose output is below ``min_sqnr_db`` stays in float
+(``optimize.int8_exclusion: auto``). On the Faster R-CNN defaults these are the box
+decoding and rescaling arithmetic and the RoI box head, where uint8 steps of a pixel or more
+cost mAP at high IoU, while the backbone stays in INT8 (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import qdq_loss_debug
+
+SQNR_CAP_DB = 100.0  # identical tensors (no noise): reported as this
+
+
+def sqnr_db(reference: np.ndarray, other: np.ndarray) -> float:
+    """``20 log10(‖reference‖ / ‖reference − other‖)``, capped at :data:`SQNR_CAP_DB`."""
+    noise = float(np.linalg.norm(reference.astype(np.float64) - other))
+    signal = float(np.linalg.norm(reference.astype(np.float64)))
+    if noise == 0.0:
+        return SQNR_CAP_DB
+    if signal == 0.0:
+        return 0.0
+    return min(SQNR_CAP_DB, 20.0 * math.log10(signal / noise))
+
+
+def node_sqnr(
+    *, float_model: Path, qdq_model: Path, reader, op_types: list[str]
+) -> dict[str, float]:
+    """Node name → mean SQNR (dB) of its output, float vs QDQ model, over the images of
+    ``reader`` (a CalibrationDataReader, rewound before each model runs); only nodes of
+    ``op_types`` whose output the QDQ model quantized."""
+    producer = {out: node for node in onnx.load(str(float_model)).graph.node for out in node.output}
+    with tempfile.TemporaryDirectory() as work:
+        activations = []
+        for name, path in (("float", float_model), ("qdq", qdq_model)):
+            augmented = Path(work) / f"{name}.onnx"
+            qdq_loss_debug.modify_model_output_intermediate_tensors(
+                str(path), str(augmented), op_types_for_saving=list(op_types)
+            )
+            reader.set_range(0, len(reader))
+            activations.append(qdq_loss_debug.collect_activations(str(augmented), reader))
+    matching = qdq_loss_debug.create_activation_matching(activations[1], activations[0])
+    out = {}
+    for tensor, pair in matching.items():
+        node = producer.get(tensor)
+        if node is None or node.op_type not in op_types or "float" not in pair:
+            continue
+        values = [
+            sqnr_db(f, q)
+            for f, q in zip(pair["float"], pair["post_qdq"], strict=False)
+            if f.shape == q.shape
+        ]
+        if values:
+            out[node.name] = round(float(np.mean(values)), 3)
+    return out
+
+
+def sensitive_nodes(sqnr: dict[str, float], *, min_sqnr_db: float) -> list[str]:
+    """The nodes of ``sqnr`` (from :func:`node_sqnr`) below ``min_sqnr_db``, worst first."""
+    return sorted((n for n, v in sqnr.items() if v < min_sqnr_db), key=lambda n: (sqnr[n], n))
