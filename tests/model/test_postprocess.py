@@ -203,6 +203,10 @@ def test_params_hold_a_valid_postprocess_and_the_evaluate_keys():
         "iou",
         "preview_images",
         "preview_columns",
+        "bootstrap",
+        "bootstrap_seed",
+        "issue_grid",
+        "issue_confidence",
     }
 
 
