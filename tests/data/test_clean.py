@@ -1,5 +1,7 @@
 import io
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -164,3 +166,36 @@ def test_clean_output_is_byte_identical_for_any_worker_count(tmp_path):
         outputs.append((json.dumps(report, sort_keys=True), files))
     assert outputs[0] == outputs[1]
     assert len(outputs[0][1]) == 3  # dataset.json + the two readable, distinct images kept
+
+
+def test_killed_clean_leaves_no_worker_behind():
+    """A clean process killed mid-run (as `dvc repro` interrupted) takes its workers with it:
+    none keeps running or holds the stage's output pipe open (that hung the caller)."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    child = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from detflow.data.clean import CleanPolicy\n"
+        "from detflow.data.clean_images import analyse_all\n"
+        "images = sorted(Path('data/sources/thermal_dogs_people').rglob('*.jpg'))[:100]\n"
+        "items = [(p, p.name, p.name) for p in images] * 10\n"
+        "print('started', flush=True)\n"
+        "for _ in analyse_all(items, policy=CleanPolicy(), workers=2):\n"
+        "    time.sleep(0.05)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", child], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert process.stdout.readline() == b"started\n"
+    time.sleep(2)  # workers busy
+    process.send_signal(signal.SIGKILL)
+    result: list[bytes] = []
+    reader = threading.Thread(target=lambda: result.append(process.stdout.read()), daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    assert result, "a worker outlived the killed clean process and holds its output pipe"

@@ -10,9 +10,12 @@ process). Nothing else decodes the image: the hash and the flags share one grays
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import os
+import signal
+import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -130,7 +133,9 @@ def analyse_all(items: list[tuple[Path, str, str]], *, policy, workers: int | No
         for chunk in chunks:
             yield from work(chunk)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_die_with, initargs=(os.getpid(),)
+    ) as pool:
         pending: deque = deque()
         for chunk in chunks:
             pending.append(pool.submit(work, chunk))
@@ -138,3 +143,14 @@ def analyse_all(items: list[tuple[Path, str, str]], *, policy, workers: int | No
                 yield from pending.popleft().result()
         while pending:
             yield from pending.popleft().result()
+
+
+def _die_with(parent: int) -> None:
+    """Worker initializer: end this worker when the clean process ends (killed or crashed),
+    so that no orphan keeps running or holds the stage's output pipes open (Linux:
+    ``PR_SET_PDEATHSIG``; elsewhere the executor's own shutdown applies)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before the line above
+        os._exit(1)
