@@ -134,9 +134,10 @@ def _best_recall(config, model, dataset) -> float:
 
 
 def _set_input_size(model: nn.Module, size: int, *, max_size) -> None:
-    """Resize to ``size`` (short side), the long side at most ``max_size`` (``auto``: same)."""
+    """Resize to ``size`` (short side), the long side at most ``max_size`` (``auto``: the
+    same; a set ``max_size`` is kept as given)."""
     model.transform.min_size = (int(size),)
-    model.transform.max_size = int(size if max_size in (None, AUTO) else max(max_size, size))
+    model.transform.max_size = int(size if max_size in (None, AUTO) else max_size)
 
 
 def _resolve_anchors(config: dict, model: nn.Module, check: dict, dataset, choices) -> None:
