@@ -86,17 +86,8 @@ class OnnxDetector:
                 f"{self.path}: not a detflow model (metadata {missing} missing); "
                 "export it with the detflow export stage"
             )
-        self.metadata = meta
-        self.class_names = json.loads(meta["detflow_class_names"])
         self.input_name = self.session.get_inputs()[0].name
-        self.postprocess: PostprocessOptions | None = None
-        self._raw = not postprocess
-        if postprocess and "detflow_postprocess" in meta:
-            self.postprocess = PostprocessOptions.from_config(
-                json.loads(meta["detflow_postprocess"])
-            )
-        # class-aware hard NMS is the graph's own (detector_does_all): nothing to add
-        self._apply = self.postprocess is not None and not self.postprocess.detector_does_all
+        read_settings(self, meta, postprocess=postprocess)
 
     @property
     def provider(self) -> str:
@@ -113,3 +104,21 @@ class OnnxDetector:
             return apply_postprocess(boxes, scores, labels, config=self.postprocess)
         keep = labels > 0  # 0 is background; one-stage heads score it too (as apply_postprocess)
         return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
+
+
+def read_settings(detector, meta: dict[str, str], *, postprocess: bool) -> None:
+    """Set a detector's ``metadata``, ``class_names`` and ``postprocess`` (the export's
+    ``postprocess.*``, when ``postprocess`` and the model has it) from its detflow metadata;
+    shared by the ONNX Runtime and OpenVINO detectors."""
+    detector.metadata = meta
+    detector.class_names = json.loads(meta["detflow_class_names"])
+    detector.postprocess = None
+    detector._raw = not postprocess
+    if postprocess and "detflow_postprocess" in meta:
+        detector.postprocess = PostprocessOptions.from_config(
+            json.loads(meta["detflow_postprocess"])
+        )
+    # class-aware hard NMS is the graph's own (detector_does_all): nothing to add
+    detector._apply = (
+        detector.postprocess is not None and not detector.postprocess.detector_does_all
+    )

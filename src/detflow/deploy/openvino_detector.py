@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from detflow.core.errors import DetflowError
-from detflow.deploy.onnx_detector import METADATA_KEYS, OUTPUTS
+from detflow.deploy.onnx_detector import METADATA_KEYS, OUTPUTS, read_settings
 from detflow.deploy.onnx_postprocess import apply_postprocess
-from detflow.model.postprocess_config import PostprocessOptions
 
 METADATA_RT_KEY = "detflow_metadata"
 DEVICE = "CPU"
@@ -66,15 +65,7 @@ class OpenVinoDetector:
             "PERFORMANCE_HINT": "LATENCY",
         }
         self.compiled = core.compile_model(model, DEVICE, config)
-        self.metadata = meta
-        self.class_names = json.loads(meta["detflow_class_names"])
-        self.postprocess: PostprocessOptions | None = None
-        self._raw = not postprocess
-        if postprocess and "detflow_postprocess" in meta:
-            self.postprocess = PostprocessOptions.from_config(
-                json.loads(meta["detflow_postprocess"])
-            )
-        self._apply = self.postprocess is not None and not self.postprocess.detector_does_all
+        read_settings(self, meta, postprocess=postprocess)
         self._request = self.compiled.create_infer_request()
 
     @property

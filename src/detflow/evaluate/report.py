@@ -121,17 +121,7 @@ def issue_grid(insight: Insight, *, count: int, columns: int) -> np.ndarray:
         dataset = insight.datasets[issue["split"]]
         index = next(i for i, im in enumerate(dataset.images) if im["id"] == issue["image_id"])
         names = dict(enumerate(dataset.class_names, start=1))
-        image = np.asarray(load_rgb(dataset.image_path(index)))
-        target = dataset.target(index)
-        width = max(2, round(max(image.shape[:2]) / 200))
-        image = draw_boxes(
-            image,
-            boxes=target["boxes"].tolist(),
-            labels=target["labels"].tolist(),
-            names=names,
-            color=GROUND_TRUTH_COLOR,
-            width=width,
-        )
+        image, _, width = _with_ground_truth(dataset, index, names, extra_width=0)
         x, y, w, h = issue["box"]
         image = draw_boxes(
             image,
@@ -166,17 +156,7 @@ def preview_grid(
     names = dict(enumerate(dataset.class_names, start=1))
     tiles = []
     for index in range(min(count, len(dataset))):
-        image = np.asarray(load_rgb(dataset.image_path(index)))
-        target = dataset.target(index)
-        width = max(2, round(max(image.shape[:2]) / 200))
-        image = draw_boxes(
-            image,
-            boxes=target["boxes"].tolist(),
-            labels=target["labels"].tolist(),
-            names=names,
-            color=GROUND_TRUTH_COLOR,
-            width=width + 1,
-        )
+        image, target, width = _with_ground_truth(dataset, index, names, extra_width=1)
         pred = evaluation.predictions.get(target["image_id"]) or empty_predictions()
         kept = np.asarray(pred["scores"]) >= score_threshold
         image = draw_boxes(
@@ -200,3 +180,20 @@ def _slugs(names) -> list[str]:
             slug += "_"
         out.append(slug)
     return out
+
+
+def _with_ground_truth(dataset, index: int, names: dict, *, extra_width: int):
+    """Image ``index`` of ``dataset`` with its ground truth drawn (``xyxy`` px) in
+    :data:`GROUND_TRUTH_COLOR`; returns ``(image, target, line width)``."""
+    image = np.asarray(load_rgb(dataset.image_path(index)))
+    target = dataset.target(index)
+    width = max(2, round(max(image.shape[:2]) / 200))
+    image = draw_boxes(
+        image,
+        boxes=target["boxes"].tolist(),
+        labels=target["labels"].tolist(),
+        names=names,
+        color=GROUND_TRUTH_COLOR,
+        width=width + extra_width,
+    )
+    return image, target, width
