@@ -4,8 +4,10 @@ Starts ``detflow serve`` (a subprocess, one model, no hot reload) twice: without
 (``--max-batch 1 --max-wait-ms 0``) and with it (``--max-batch 8 --max-wait-ms 2``). For each
 it sends ``--requests`` images (raw PNG/JPEG bodies, keep-alive clients) at each concurrency in
 ``--concurrency`` and prints p50/p95/p99 latency, throughput, errors, the server's own
-inference time per image (the ``latency_ms`` it reports) and the share of wall time its ONNX
-Runtime session was busy, and the server's RSS before the first and after the last request.
+inference time per image (the ``latency_ms`` it reports over the ``batch_size`` of the run
+that served the request), the mean batch size a request was served in, and the share of wall
+time its ONNX Runtime session was busy, and the server's RSS before the first and after the
+last request.
 Before and after the table it measures ONNX Runtime alone: the same images, decoded
 beforehand, one after another in this process (the "single-process ORT" throughput the server
 is compared with: their mean). Clients run in this process, on the same cores.
@@ -125,7 +127,7 @@ def load(
 ) -> dict:
     """``requests`` detect calls from ``concurrency`` clients; ``pid``: the server's, for its
     CPU time per request (0: not measured)."""
-    latencies, inference, errors, lock = [], [], [0], threading.Lock()
+    latencies, inference, sizes, errors, lock = [], [], [], [0], threading.Lock()
     counter = iter(range(requests))
 
     def client():
@@ -144,7 +146,9 @@ def load(
                 with lock:
                     if ok:
                         latencies.append(elapsed)
-                        inference.append(response.json()["latency_ms"] / 1000)
+                        body = response.json()  # a run of batch_size images: its share
+                        inference.append(body["latency_ms"] / 1000 / body["batch_size"])
+                        sizes.append(body["batch_size"])
                     else:
                         errors[0] += 1
 
@@ -166,6 +170,7 @@ def load(
         "rps": len(latencies) / wall,
         "errors": errors[0],
         "infer_ms": 1000 * float(np.mean(inference)),
+        "batch": float(np.mean(sizes)),
         "busy": sum(inference) / wall,
         "server_cpu_ms": 1000 * server_cpu / requests,
         "client_cpu_ms": 1000 * client_cpu / requests,
@@ -245,15 +250,16 @@ def print_table(rows: list, base: float) -> None:
     """The markdown table; ``base``: ONNX Runtime alone, img/s."""
     print(
         "| batching | concurrency | p50 ms | p95 ms | p99 ms | req/s | × ORT alone "
-        "| server inference ms/img | ORT busy | server CPU ms/req | client CPU ms/req | errors |"
+        "| server inference ms/img | mean batch | ORT busy | server CPU ms/req "
+        "| client CPU ms/req | errors |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * 13 + "|")
     for label, concurrency, r in rows:
         print(
             f"| {label} | {concurrency} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} "
             f"| {r['rps']:.2f} | {r['rps'] / base:.2f} | {r['infer_ms']:.0f} "
-            f"| {100 * r['busy']:.0f} % | {r['server_cpu_ms']:.0f} | {r['client_cpu_ms']:.0f} "
-            f"| {r['errors']} |"
+            f"| {r['batch']:.1f} | {100 * r['busy']:.0f} % | {r['server_cpu_ms']:.0f} "
+            f"| {r['client_cpu_ms']:.0f} | {r['errors']} |"
         )
 
 

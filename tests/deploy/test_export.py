@@ -68,6 +68,7 @@ def test_export_has_metadata_and_parity_gate_catches_a_different_model(tmp_path)
         **{**TINY_EXPORT, "config": {"k": 1}},
     )
     assert report["passed"] and path.exists()
+    assert report["batch"] == len(images) > 1  # the batched graph is gated too
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     assert proto.opset_import[0].version >= 17

@@ -12,7 +12,7 @@ from detflow.cli import main as cli
 from detflow.core.files import read_json, write_json
 from detflow.data.torch_dataset import DetectionDataset
 from detflow.evaluate.insight import Insight
-from detflow.evaluate.label_issues import find_label_issues
+from detflow.evaluate.label_issues import confident_score, find_label_issues
 from detflow.evaluate.report import issue_grid, issue_predictions
 
 # image id → labels [(category, x, y, w, h)] and predictions [(category, score, x1, y1, x2, y2)]
@@ -112,3 +112,30 @@ def test_review_exports_images_labels_and_prelabels(split, tmp_path, fmt, capsys
         assert images == ["1.png", "2.png", "3.png"]
         assert sorted(p.name for p in (out / "prelabels").rglob("*.png")) == images
     assert cli([*args, "--split", str(tmp_path / "missing")]) == 2
+
+
+def _scored(hits_and_scores):
+    """A one-image split whose detections at ``scores`` are right (on a label) or wrong."""
+    dataset = {
+        "images": [{"id": 1, "file_name": "1.png", "width": 2000, "height": 100}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "dog"}],
+    }
+    boxes, scores = [], []
+    for index, (right, score) in enumerate(hits_and_scores):
+        x = 30 * index
+        if right:
+            dataset["annotations"].append(
+                {"id": index + 1, "image_id": 1, "category_id": 1, "bbox": [x, 0, 20, 20]}
+            )
+        boxes.append([x, 0, x + 20, 20])
+        scores.append(score)
+    labels = np.ones(len(scores), np.int64)
+    return dataset, {1: {"boxes": np.array(boxes, float), "labels": labels, "scores": scores}}
+
+
+def test_auto_confidence_is_the_mean_score_of_the_right_detections():
+    rows = [(True, 0.9), (True, 0.8), (True, 0.7), (False, 0.99), (False, 0.2)]
+    assert confident_score(*_scored(rows)) == pytest.approx(0.8)  # wrong ones do not count
+    assert confident_score(*_scored([(False, 0.99)])) == 0.95  # nothing right: cleanlab's
+    assert confident_score(*_scored([])) == 0.95

@@ -70,7 +70,7 @@ def queued_grid(exp_repo) -> dict[str, dict]:
 
     earlier = set(shown())  # another module's experiments in the shared repo
     dvc(exp_repo, "exp", "run", "--queue", *GRID)
-    dvc(exp_repo, "queue", "start", "-j", "1")
+    dvc(exp_repo, "queue", "start", "-j", "2")
     status = wait_for_queue(exp_repo)
     found = {name: data for name, data in shown().items() if name not in earlier}
     assert len(found) == 2, status

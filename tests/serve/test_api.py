@@ -173,3 +173,32 @@ def test_a_server_bug_answers_500_json_and_the_worker_lives(served_model, monkey
         monkeypatch.undo()
         again = client.post("/v1/detect", content=data, headers={"content-type": "image/png"})
         assert again.status_code == 200 and calls
+
+
+def test_concurrent_requests_run_as_one_batch_with_the_single_image_answers(served_model, serve):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    model, folder = served_model
+    single = serve(["--model", str(model), "--max-batch", "1"])
+    names = sorted(p.name for p in folder.glob("*.png")) * 2  # 8 images of 4 sizes
+    data = {name: (folder / name).read_bytes() for name in names}
+    png = {"content-type": "image/png"}
+    expected = {
+        n: single.client.post("/v1/detect", content=data[n], headers=png).json() for n in data
+    }
+    server = serve(["--model", str(model), "--max-batch", "8", "--max-wait-ms", "300"])
+
+    def post(name):
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            return name, client.post("/v1/detect", content=data[name], headers=png).json()
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        answers = list(pool.map(post, names))
+    for name, body in answers:
+        assert body["detections"] == expected[name]["detections"] and body["detections"], name
+    sizes = {k: v for k, v in _metrics(server).items() if k[0].startswith("detflow_batch_size")}
+    runs = sizes[("detflow_batch_size_count", ("model", "deploy"))]
+    images = sizes[("detflow_batch_size_sum", ("model", "deploy"))]
+    assert images == len(names) and runs < len(names)  # some images shared one run

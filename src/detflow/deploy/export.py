@@ -166,49 +166,57 @@ def check_parity(
     postprocess: PostprocessOptions | None = None,
 ) -> dict:
     """Compare ORT with PyTorch on ``images`` within ``options.max_box_error_px`` and
-    ``options.max_score_error``; DetflowError names the worst image on failure.
+    ``options.max_score_error``, image by image and all of them as one batch (the graph with a
+    batch axis, :mod:`detflow.deploy.batch_graph`); DetflowError names the worst image on
+    failure.
 
     ``postprocess``: the shared ``postprocess.*`` options; both outputs go through the same
     :func:`detflow.model.postprocess.apply_postprocess` before they are compared (None: the raw
     outputs are compared). Unmatched detections are tolerated only within
     ``max_score_error`` of ``score_threshold`` (they may cross it through rounding alone).
     """
-    max_box_error_px, max_score_error = options.max_box_error_px, options.max_score_error
     detector = OnnxDetector(onnx_path, postprocess=False)  # raw outputs: applied below
-    worst, report = (
-        None,
-        {"images": len(images), "max_box_error_px": 0.0, "max_score_error": 0.0, "detections": 0},
-    )
-    for name, image in zip(names, images, strict=True):
+    batched = detector.detect_batch([image.numpy() for image in images])
+    report = {"images": len(images), "batch": len(images), "max_box_error_px": 0.0}
+    report |= {"max_score_error": 0.0, "detections": 0}
+    worst = None
+    for name, image, in_batch in zip(names, images, batched, strict=True):
         reference = detect_images(model, [image], postprocess=postprocess)[0]
         reference = {k: v.numpy() for k, v in reference.items()}
-        candidate = detector(image.numpy())
-        if postprocess is not None:
-            candidate = apply_postprocess(
-                candidate["boxes"], candidate["scores"], candidate["labels"], config=postprocess
-            )
-        result = compare_detections(reference, candidate)
         report["detections"] += len(reference["scores"])
-        bad = [s for s in result["unmatched_scores"] if s > score_threshold + max_score_error]
-        for key in ("max_box_error_px", "max_score_error"):
-            report[key] = max(report[key], result[key])
-        failed = (
-            bad
-            or result["max_box_error_px"] > max_box_error_px
-            or result["max_score_error"] > max_score_error
-        )
-        if failed and worst is None:
-            worst = (name, result, bad)
+        for how, candidate in (("", detector(image.numpy())), (" (in a batch)", in_batch)):
+            if postprocess is not None:
+                candidate = apply_postprocess(
+                    candidate["boxes"], candidate["scores"], candidate["labels"], config=postprocess
+                )
+            result = compare_detections(reference, candidate)
+            bad = _failures(result, options, score_threshold)
+            for key in ("max_box_error_px", "max_score_error"):
+                report[key] = max(report[key], result[key])
+            if bad is not None and worst is None:
+                worst = (name + how, result, bad)
         maybe_kill("export.image")
     report["passed"] = worst is None
     if worst is not None:
         name, result, bad = worst
         raise DetflowError(
             f"ONNX parity failed on {name}: box error {result['max_box_error_px']:.3f}px "
-            f"(limit {max_box_error_px}), score error {result['max_score_error']:.2e} "
-            f"(limit {max_score_error}), {len(bad)} unmatched detections; not exported"
+            f"(limit {options.max_box_error_px}), score error {result['max_score_error']:.2e} "
+            f"(limit {options.max_score_error}), {len(bad)} unmatched detections; not exported"
         )
     return report
+
+
+def _failures(result: dict, options: ExportOptions, score_threshold: float) -> list | None:
+    """None when ``result`` (:func:`compare_detections`) is within the tolerances, else the
+    unmatched scores that count against it (possibly none: then a box or score error)."""
+    bad = [s for s in result["unmatched_scores"] if s > score_threshold + options.max_score_error]
+    failed = (
+        bad
+        or result["max_box_error_px"] > options.max_box_error_px
+        or result["max_score_error"] > options.max_score_error
+    )
+    return bad if failed else None
 
 
 def parity_count(options: ExportOptions, available: int) -> int:

@@ -6,8 +6,10 @@ box decoding and NMS itself; it returns ``boxes`` (``[N, 4]`` xyxy pixels of the
 ``postprocess.*`` config carries it as the ``detflow_postprocess`` metadata property, and
 :class:`OnnxDetector` applies it (:func:`detflow.deploy.onnx_postprocess.apply_postprocess`,
 NumPy) to those outputs, so class-agnostic or soft NMS give the same detections as in
-PyTorch; with the default, class-aware hard NMS, the graph has done it all. Imports no
-torch: a deploy machine needs ONNX Runtime only.
+PyTorch; with the default, class-aware hard NMS, the graph has done it all.
+:meth:`OnnxDetector.detect_batch` runs several images in one ONNX Runtime call, on the
+graph with a batch axis (:mod:`detflow.deploy.batch_graph`). Imports no torch: a deploy
+machine needs ONNX Runtime only.
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from detflow.core.errors import DetflowError
+from detflow.deploy.batch_graph import (
+    BATCH_OUTPUTS,
+    UNSUPPORTED_OPTIMIZERS,
+    pad_batch,
+    split_batch,
+    with_batch_axis,
+)
 from detflow.deploy.onnx_postprocess import apply_postprocess
 from detflow.model.postprocess_config import PostprocessOptions
 
@@ -34,9 +44,11 @@ def make_session(
     threads: int = 0,
     optimization: str = "all",
     save_optimized: str | Path | None = None,
+    model: bytes | None = None,
 ) -> ort.InferenceSession:
     """An ORT session; ``threads`` 0 = all cores; ``optimization`` basic | extended | all;
-    ``save_optimized``: also write the optimised graph there."""
+    ``save_optimized``: also write the optimised graph there; ``model``: the serialized graph
+    to load instead of the file (``path`` then names it in errors)."""
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -49,9 +61,13 @@ def make_session(
     options.log_severity_level = 3
     if save_optimized is not None:
         options.optimized_model_filepath = str(save_optimized)
+    disabled = list(UNSUPPORTED_OPTIMIZERS) if model is not None else None
     try:
         return ort.InferenceSession(
-            str(path), options, providers=providers or ["CPUExecutionProvider"]
+            model if model is not None else str(path),
+            options,
+            providers=providers or ["CPUExecutionProvider"],
+            disabled_optimizers=disabled,
         )
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
         raise DetflowError(f"{path}: ONNX Runtime cannot load the model ({exc})") from exc
@@ -79,6 +95,7 @@ class OnnxDetector:
         if not self.path.exists():
             raise DetflowError(f"{self.path}: model not found; run the export stage first")
         self.session = make_session(self.path, providers=providers, threads=threads)
+        self._providers, self._threads, self._batch_session = providers, threads, None
         meta = self.session.get_modelmeta().custom_metadata_map
         missing = [k for k in METADATA_KEYS if k not in meta]
         if missing:
@@ -97,13 +114,40 @@ class OnnxDetector:
         """``image``: ``[3, H, W]`` float32 in 0..1 (numpy or torch)."""
         array = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
         boxes, labels, scores = self.session.run(list(OUTPUTS), {self.input_name: array})
-        boxes, labels = boxes.reshape(-1, 4), labels.astype(np.int64)
-        if self._raw:
-            return {"boxes": boxes, "labels": labels, "scores": scores}
-        if self._apply:
-            return apply_postprocess(boxes, scores, labels, config=self.postprocess)
-        keep = labels > 0  # 0 is background; one-stage heads score it too (as apply_postprocess)
-        return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
+        return finish_outputs(self, boxes, labels, scores)
+
+    def detect_batch(self, images: list) -> list[dict]:
+        """``[3, H_i, W_i]`` float32 images (sizes may differ) in one ONNX Runtime call →
+        one output per image, each exactly what ``detector(image)`` gives. The batched graph
+        (:func:`~detflow.deploy.batch_graph.with_batch_axis`) is built on the first call."""
+        if self._batch_session is None:
+            batched = with_batch_axis(onnx.load(str(self.path)))
+            self._batch_session = make_session(
+                self.path,
+                providers=self._providers,
+                threads=self._threads,
+                model=batched.SerializeToString(),
+            )
+        arrays = [np.asarray(image, dtype=np.float32) for image in images]
+        batch, sizes = pad_batch(arrays)
+        outputs = self._batch_session.run(list(BATCH_OUTPUTS), {"images": batch, "sizes": sizes})
+        return [finish_outputs(self, *parts) for parts in split_batch(*outputs)]
+
+
+def finish_outputs(detector, boxes, labels, scores) -> dict:
+    """A graph's raw ``boxes``/``labels``/``scores`` → the detector's output: as given when it
+    is raw, else after the model's post-processing, without label 0 (background; one-stage
+    heads score it too, as :func:`detflow.model.postprocess.apply_postprocess` drops it).
+    Shared by the ONNX Runtime and OpenVINO detectors."""
+    boxes = np.asarray(boxes).reshape(-1, 4).astype(np.float32, copy=False)
+    labels = np.asarray(labels).astype(np.int64, copy=False)
+    scores = np.asarray(scores).astype(np.float32, copy=False)
+    if detector._raw:
+        return {"boxes": boxes, "labels": labels, "scores": scores}
+    if detector._apply:
+        return apply_postprocess(boxes, scores, labels, config=detector.postprocess)
+    keep = labels > 0
+    return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
 
 
 def read_settings(detector, meta: dict[str, str], *, postprocess: bool) -> None:

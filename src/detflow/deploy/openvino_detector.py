@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from detflow.core.errors import DetflowError
-from detflow.deploy.onnx_detector import METADATA_KEYS, OUTPUTS, read_settings
-from detflow.deploy.onnx_postprocess import apply_postprocess
+from detflow.deploy.onnx_detector import METADATA_KEYS, OUTPUTS, finish_outputs, read_settings
 
 METADATA_RT_KEY = "detflow_metadata"
 DEVICE = "CPU"
@@ -77,12 +76,9 @@ class OpenVinoDetector:
         array = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
         results = self._request.infer([array])
         named = {out.get_any_name(): value for out, value in results.items()}
-        boxes, labels, scores = (np.asarray(named[name]) for name in OUTPUTS)
-        boxes, labels = boxes.reshape(-1, 4).astype(np.float32), labels.astype(np.int64)
-        scores = scores.astype(np.float32)
-        if self._raw:
-            return {"boxes": boxes, "labels": labels, "scores": scores}
-        if self._apply:
-            return apply_postprocess(boxes, scores, labels, config=self.postprocess)
-        keep = labels > 0  # 0 is background (as OnnxDetector)
-        return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
+        return finish_outputs(self, *(named[name] for name in OUTPUTS))
+
+    def detect_batch(self, images: list) -> list[dict]:
+        """One output per ``[3, H_i, W_i]`` image, one inference after another: OpenVINO
+        2026.4 cannot convert the batched graph's ``Loop`` (:mod:`detflow.deploy.batch_graph`)."""
+        return [self(image) for image in images]

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -39,14 +40,14 @@ class EvaluateOptions(ConfigOptions):
     bootstrap: int = 1000
     bootstrap_seed: int = 0
     issue_grid: int = 12
-    issue_confidence: float = 0.95
+    issue_confidence: float | Literal["auto"] = "auto"
 
     def check(self) -> None:
         require_positive("evaluate.bootstrap", self.bootstrap, allow_zero=True, integer=True)
         require_positive("evaluate.issue_grid", self.issue_grid, integer=True)
-        if not 0 < self.issue_confidence <= 1:
+        if self.issue_confidence != "auto" and not 0 < self.issue_confidence <= 1:
             raise ConfigError(
-                f"evaluate.issue_confidence={self.issue_confidence!r} must be in (0, 1]"
+                f"evaluate.issue_confidence={self.issue_confidence!r} must be in (0, 1] or auto"
             )
         require_positive("evaluate.score_threshold", self.score_threshold, allow_zero=True)
         require_positive("evaluate.iou", self.iou)

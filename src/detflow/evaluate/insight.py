@@ -12,7 +12,7 @@ from detflow.data.torch_dataset import DetectionDataset
 from detflow.evaluate.bootstrap import bootstrap_ci
 from detflow.evaluate.cost import model_cost
 from detflow.evaluate.inference import EvaluateOptions, detect_dataset
-from detflow.evaluate.label_issues import find_label_issues
+from detflow.evaluate.label_issues import confident_score, find_label_issues
 from detflow.evaluate.metrics import Evaluation, to_coco_results
 from detflow.evaluate.tide import error_breakdown
 from detflow.model.postprocess_config import PostprocessOptions
@@ -58,19 +58,21 @@ def analyse(
     if val is not None and len(val):
         datasets["val"] = val
         predictions["val"] = detect_dataset(model, val, postprocess=postprocess, device=device)[0]
+    confidence = options.issue_confidence
+    if confidence == "auto":  # calibrated on val (test when there is no val)
+        calibration = "val" if "val" in datasets else "test"
+        confidence = confident_score(datasets[calibration].dataset, predictions[calibration])
     issues = []
     for split in ("val", "test"):
         if split in datasets:
             issues += find_label_issues(
-                datasets[split].dataset,
-                predictions[split],
-                split=split,
-                confidence=options.issue_confidence,
+                datasets[split].dataset, predictions[split], split=split, confidence=confidence
             )
     issues.sort(key=lambda r: (r["score"], r["split"], r["image_id"]))
     metrics["label_issues"] = {
         kind: sum(r["kind"] == kind for r in issues)
         for kind in ("overlooked", "swapped", "badly_located")
     }
+    metrics["label_issue_confidence"] = confidence
     metrics["cost"] = model_cost(model, test[0][0])
     return Insight(metrics=metrics, issues=issues, datasets=datasets, predictions=predictions)

@@ -29,9 +29,34 @@ from cleanlab.object_detection.rank import (
 
 from detflow.core.boxes import box_iou, xywh_to_xyxy, xyxy_to_xywh
 from detflow.data import manifest
-from detflow.evaluate.metrics import empty_predictions
+from detflow.evaluate.metrics import empty_predictions, match_image
 
 KINDS = ("overlooked", "swapped", "badly_located")
+CLEANLAB_CONFIDENCE = 0.95  # cleanlab's high_probability_threshold
+
+
+def confident_score(dataset: dict, predictions: dict[int, dict]) -> float:
+    """``evaluate.issue_confidence: auto``: the mean score of the model's right detections on
+    ``dataset`` (a split it did not train on; right: matching a label of their class at IoU
+    >= 0.5, greedy, highest score first). This is confident learning's threshold (a class's
+    average self-confidence, Northcutt et al. 2021) pooled over classes: a detection scored
+    at least as high as the model scores what it gets right is confident. A model whose scores
+    run low gets a lower bar than cleanlab's fixed 0.95, one whose scores run high a higher
+    one; cleanlab's 0.95 when nothing matches. ``predictions``: image id → ``boxes`` ``[N, 4]``
+    xyxy px, ``labels``, ``scores``."""
+    by_image = manifest.annotations_by_image(dataset)
+    right = []
+    for image in dataset["images"]:
+        pred = predictions.get(image["id"]) or empty_predictions()
+        real = [a for a in by_image.get(image["id"], []) if not manifest.is_ignored(a)]
+        gt = xywh_to_xyxy([a["bbox"] for a in real]).reshape(-1, 4)
+        boxes = np.asarray(pred["boxes"], float).reshape(-1, 4)
+        scores = np.asarray(pred["scores"], float).reshape(-1)
+        matched = match_image(
+            gt, [a["category_id"] for a in real], boxes, pred["labels"], scores, iou=0.5
+        )
+        right += [float(v) for v in scores[matched >= 0]]
+    return round(float(np.mean(right)), 6) if right else CLEANLAB_CONFIDENCE
 
 
 def cleanlab_inputs(dataset: dict, predictions: dict[int, dict]) -> tuple[list, list, list]:

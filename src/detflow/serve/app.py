@@ -231,7 +231,7 @@ async def _detect(server: Server, request, score_threshold, max_detections, clas
             status_code=503,
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
-    output, latency_ms, model = await asyncio.wrap_future(future)
+    output, latency_ms, model, batch_size = await asyncio.wrap_future(future)
     server.observe_drift(model, image, output)
     request_id = uuid.uuid4().hex
     for shadow in server.router.shadows:
@@ -262,6 +262,7 @@ async def _detect(server: Server, request, score_threshold, max_detections, clas
         "height": height,
         "detections": detections,
         "latency_ms": round(latency_ms, 3),
+        "batch_size": batch_size,
         "total_ms": round(total_ms, 3),
     }
 
@@ -359,7 +360,7 @@ def _mirror(server: Server, name: str, image, threshold, request_id: str) -> Non
 
     def done(result):
         if result.exception() is None:
-            output, latency_ms, model = result.result()
+            output, latency_ms, model, _ = result.result()
             server.observe_drift(model, image, output)
             _record(server, model, output, latency_ms, None, request_id, None, shadow=True)
 

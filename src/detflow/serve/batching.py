@@ -1,11 +1,12 @@
 """One worker thread per model: a bounded queue of images, grouped into runs.
 
 The worker takes the first waiting image, then more until it holds ``max_batch`` or
-``max_wait_ms`` has passed, and runs them in one loop on the model it holds at that moment
-(a hot reload swaps the model between runs, never inside one). The exported graph takes one
-``[3, H, W]`` image, so a run calls ONNX Runtime once per image, one after another: grouping
-saves the hand-offs between threads, not graph calls. A full queue raises :class:`QueueFull`
-(the API answers 503 with ``Retry-After``).
+``max_wait_ms`` has passed, and runs them as one batch on the model it holds at that moment
+(a hot reload swaps the model between runs, never inside one): one ONNX Runtime call on the
+graph with a batch axis (:mod:`detflow.deploy.batch_graph`; an OpenVINO model runs the
+images one after another). Should a batch fail, its images run one by one, so one bad image
+fails only its own request. A full queue raises :class:`QueueFull` (the API answers 503
+with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from detflow.core.files import read_json, sha256_file
 from detflow.deploy.onnx_detector import OnnxDetector
-from detflow.deploy.runtime import detect, model_file, model_threshold, open_model
+from detflow.deploy.runtime import detect, detect_batch, model_file, model_threshold, open_model
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,9 @@ def load_model(name: str, path: str | Path, *, provider: str, threads: int) -> L
     file = model_file(path)
     detector = open_model(file, provider=provider, threads=threads)
     sha = sha256_file(file)
-    detector(np.zeros((3, 32, 32), np.float32))  # first run allocates: not on a request
+    blank = np.zeros((3, 32, 32), np.float32)  # first runs allocate: not on a request
+    detector(blank)
+    detector.detect_batch([blank, blank])
     card_path = file.parent / "model_card.json"
     card = read_json(card_path) if card_path.is_file() else {}
     if not card or card.get("model_sha256") not in (None, sha):
@@ -102,7 +105,8 @@ class BatchWorker:
 
     def submit(self, image: np.ndarray, threshold: float | None = None) -> Future:
         """Queue one ``[H, W, 3]`` uint8 RGB image; the future gives ``(output, latency_ms,
-        model)``. Raises QueueFull when the queue is full."""
+        model, batch_size)``: ``latency_ms`` is that of the run of ``batch_size`` images that
+        included it. Raises QueueFull when the queue is full."""
         job = Job(image, threshold)
         try:
             self.queue.put_nowait(job)
@@ -143,9 +147,10 @@ class BatchWorker:
             if not batch:
                 continue
             model = self.model  # one model per run: a reload lands between runs
-            for job in batch:
-                if not job.future.set_running_or_notify_cancel():
-                    continue
+            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            size = len(batch)
+            left = self._run_batch(model, batch) if size > 1 else batch
+            for job in left:  # one by one: a single image, or a batch that failed
                 try:
                     threshold = model_threshold(model.detector, job.threshold)
                     output, latency_ms = detect(model.detector, job.image, threshold)
@@ -153,9 +158,30 @@ class BatchWorker:
                     log.exception("%s: inference failed", model.model_id)
                     job.future.set_exception(exc)
                 else:
-                    job.future.set_result((output, latency_ms, model))
+                    job.future.set_result((output, latency_ms, model, 1))
             if self.on_run is not None:
                 try:
-                    self.on_run(model, len(batch))
+                    self.on_run(model, size)
                 except Exception:  # noqa: BLE001 - metrics never stop serving
                     log.exception("on_run callback failed")
+
+    @staticmethod
+    def _run_batch(model: LoadedModel, batch: list[Job]) -> list[Job]:
+        """Run ``batch`` in one call and settle its futures; the jobs left to run one by one
+        (all of them when the batch failed)."""
+        try:
+            thresholds = [model_threshold(model.detector, job.threshold) for job in batch]
+            outputs, latency_ms = detect_batch(
+                model.detector, [job.image for job in batch], thresholds
+            )
+        except Exception:  # noqa: BLE001 - each image is then run (and fails) on its own
+            log.warning(
+                "%s: a batch of %d failed; running its images one by one",
+                model.model_id,
+                len(batch),
+                exc_info=True,
+            )
+            return batch
+        for job, output in zip(batch, outputs, strict=True):
+            job.future.set_result((output, latency_ms, model, len(batch)))
+        return []
