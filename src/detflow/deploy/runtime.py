@@ -81,9 +81,7 @@ def detect(detector: OnnxDetector, image: np.ndarray, threshold: float) -> tuple
     start = time.perf_counter()
     output = detector(image_input(image))
     latency_ms = (time.perf_counter() - start) * 1000
-    output = {key: np.asarray(value) for key, value in output.items()}
-    keep = output["scores"] >= threshold
-    return {key: value[keep] for key, value in output.items()}, latency_ms
+    return _above(output, threshold), latency_ms
 
 
 def detect_batch(
@@ -95,12 +93,15 @@ def detect_batch(
     start = time.perf_counter()
     outputs = detector.detect_batch([image_input(image) for image in images])
     latency_ms = (time.perf_counter() - start) * 1000
-    kept = []
-    for output, threshold in zip(outputs, thresholds, strict=True):
-        output = {key: np.asarray(value) for key, value in output.items()}
-        keep = output["scores"] >= threshold
-        kept.append({key: value[keep] for key, value in output.items()})
+    kept = [_above(out, threshold) for out, threshold in zip(outputs, thresholds, strict=True)]
     return kept, latency_ms
+
+
+def _above(output: dict, threshold: float) -> dict:
+    """``output``'s detections with scores >= ``threshold``, as numpy arrays."""
+    output = {key: np.asarray(value) for key, value in output.items()}
+    keep = output["scores"] >= threshold
+    return {key: value[keep] for key, value in output.items()}
 
 
 def detection_list(output: dict, class_names: list[str]) -> list[dict]:
