@@ -44,7 +44,9 @@ def test_batched_graph_has_a_dynamic_batch_axis_and_matches_one_image_runs(serve
     assert [i.name for i in batched.graph.input] == ["images", "sizes"]
     assert batched.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert [o.name for o in batched.graph.output] == list(BATCH_OUTPUTS)
-    session = make_session(model_path, model=batched.SerializeToString())
+    session = make_session(
+        model_path, model=batched.SerializeToString(), disabled_optimizers=UNSUPPORTED_OPTIMIZERS
+    )
     single = make_session(model_path)
     images = _images(folder)  # four sizes, 64x64 to 120x90
     for batch in (images[:1], images, images[::-1] + images):  # 1, 4 and 8 images
@@ -55,7 +57,7 @@ def test_batched_graph_has_a_dynamic_batch_axis_and_matches_one_image_runs(serve
             want = single.run(["boxes", "labels", "scores"], {"image": image})
             for got, expected in zip((boxes, labels, scores), want, strict=True):
                 np.testing.assert_array_equal(got, expected)  # bit for bit
-    assert UNSUPPORTED_OPTIMIZERS  # documented ORT workaround, applied by make_session(model=)
+    assert UNSUPPORTED_OPTIMIZERS  # documented ORT workaround, passed to make_session
 
 
 def test_detector_batch_equals_its_single_calls(served_model):

@@ -45,10 +45,12 @@ def make_session(
     optimization: str = "all",
     save_optimized: str | Path | None = None,
     model: bytes | None = None,
+    disabled_optimizers: tuple[str, ...] = (),
 ) -> ort.InferenceSession:
     """An ORT session; ``threads`` 0 = all cores; ``optimization`` basic | extended | all;
     ``save_optimized``: also write the optimised graph there; ``model``: the serialized graph
-    to load instead of the file (``path`` then names it in errors)."""
+    to load instead of the file (``path`` then names it in errors); ``disabled_optimizers``:
+    ORT graph optimizers (by name) to leave out."""
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -61,13 +63,12 @@ def make_session(
     options.log_severity_level = 3
     if save_optimized is not None:
         options.optimized_model_filepath = str(save_optimized)
-    disabled = list(UNSUPPORTED_OPTIMIZERS) if model is not None else None
     try:
         return ort.InferenceSession(
             model if model is not None else str(path),
             options,
             providers=providers or ["CPUExecutionProvider"],
-            disabled_optimizers=disabled,
+            disabled_optimizers=list(disabled_optimizers) or None,
         )
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
         raise DetflowError(f"{path}: ONNX Runtime cannot load the model ({exc})") from exc
@@ -127,6 +128,7 @@ class OnnxDetector:
                 providers=self._providers,
                 threads=self._threads,
                 model=batched.SerializeToString(),
+                disabled_optimizers=UNSUPPORTED_OPTIMIZERS,
             )
         arrays = [np.asarray(image, dtype=np.float32) for image in images]
         batch, sizes = pad_batch(arrays)

@@ -44,18 +44,15 @@ def confident_score(dataset: dict, predictions: dict[int, dict]) -> float:
     run low gets a lower bar than cleanlab's fixed 0.95, one whose scores run high a higher
     one; cleanlab's 0.95 when nothing matches. ``predictions``: image id → ``boxes`` ``[N, 4]``
     xyxy px, ``labels``, ``scores``."""
-    by_image = manifest.annotations_by_image(dataset)
+    labels, preds, _ = cleanlab_inputs(dataset, predictions)
     right = []
-    for image in dataset["images"]:
-        pred = predictions.get(image["id"]) or empty_predictions()
-        real = [a for a in by_image.get(image["id"], []) if not manifest.is_ignored(a)]
-        gt = xywh_to_xyxy([a["bbox"] for a in real]).reshape(-1, 4)
-        boxes = np.asarray(pred["boxes"], float).reshape(-1, 4)
-        scores = np.asarray(pred["scores"], float).reshape(-1)
+    for label, per_class in zip(labels, preds, strict=True):
+        rows = np.concatenate(per_class) if per_class else np.zeros((0, 5))
+        classes = np.concatenate([np.full(len(p), k) for k, p in enumerate(per_class)] or [[]])
         matched = match_image(
-            gt, [a["category_id"] for a in real], boxes, pred["labels"], scores, iou=0.5
+            label["bboxes"], label["labels"], rows[:, :4], classes, rows[:, 4], iou=0.5
         )
-        right += [float(v) for v in scores[matched >= 0]]
+        right += [float(v) for v in rows[matched >= 0, 4]]
     return round(float(np.mean(right)), 6) if right else CLEANLAB_CONFIDENCE
 
 
