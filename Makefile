@@ -6,6 +6,9 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
+# pytest-xdist: one worker per core; a module's tests (and all tests of the shared tiny DVC
+# repository) stay on one worker (tests/conftest.py). XDIST= runs in one process.
+XDIST ?= -n auto --dist loadgroup
 
 .PHONY: help install weights params repro serve test test-fast lint format lock
 
@@ -45,10 +48,10 @@ serve: $(STAMP)
 	$(BIN)/detflow serve --model models/deploy $(SERVE_ARGS)
 
 test: $(STAMP) weights
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src stages tests bench

@@ -4,10 +4,12 @@ character, with no overrides beyond the dataset (and the seed, and any given her
 Datasets: ``thermal`` (bundled: one or two large objects per image), ``raccoon``
 (``../shared/datasets/raccoon``, Pascal VOC: one class, 1-3 medium-to-large objects) and
 ``dense`` (generated here, Pascal VOC: many small objects of 3 classes per image, touching
-and overlapping, sizes spread 12-64 px, on cluttered backgrounds). Each runs the stage scripts
-in order with every ``paths.*`` under a work folder, then prints a markdown row: dataset,
-images, boxes per image, best possible recall, the auto choices, test mAP50 per seed and
-their mean ± sd, minutes.
+and overlapping, sizes spread 12-64 px, on cluttered backgrounds). Each runs collect → augment
+once, then train and evaluate once per ``train.seed`` (as ``dvc exp run -S train.seed=…``
+would: same data and split, another training seed), every ``paths.*`` under a work folder,
+then prints a markdown row: dataset, images, boxes per image, best possible recall, the auto
+choices, test mAP50 per seed and their mean ± sd, minutes (all seeds, data preparation
+included).
 
 Usage: python bench/dataset_table.py [--datasets thermal raccoon dense] [--seeds 0 1 2]
        [--dense-images 200] [--work DIR] [OVERRIDE ...]   (e.g. train.epochs=3 for a quick run)
@@ -102,18 +104,30 @@ def _voc(name: str, size: int, boxes) -> str:
     )
 
 
-def run_pipeline(dataset: list[str], work: Path, seed: int, overrides: list[str]) -> dict:
-    """The stage scripts in order, every path under ``work``; the evaluate and train reports."""
+def run_stages(stages, dataset: list[str], work: Path, overrides: list[str]) -> None:
+    """The stage scripts ``stages`` in order, every path under ``work``."""
     paths = [
         f"paths.{key}={work / key}"
         for key in ("raw", "clean", "split", "augmented", "train", "reports")
     ]
-    for stage in STAGES:
-        args = [*dataset, *paths, f"seed={seed}", *overrides, f"hydra.run.dir={work}/hydra"]
+    for stage in stages:
+        args = [*dataset, *paths, *overrides, f"hydra.run.dir={work}/hydra"]
         subprocess.run(
             [sys.executable, str(REPO / "stages" / f"{stage}.py"), *args], check=True, cwd=REPO
         )
-    reports = work / "reports"
+
+
+def run_seed(dataset: list[str], work: Path, seed: int, overrides: list[str]) -> dict:
+    """train and evaluate with ``train.seed=seed`` on the data prepared in ``work``, into
+    ``work/seed<seed>``; the evaluate and train reports."""
+    out = work / f"seed{seed}"
+    for key in ("raw", "clean", "split", "augmented"):
+        link = out / key
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(work / key)
+    run_stages(("train", "evaluate"), dataset, out, [f"train.seed={seed}", *overrides])
+    reports = out / "reports"
     return {
         "evaluate": json.loads((reports / "evaluate" / "metrics.json").read_text()),
         "check": json.loads((reports / "train" / "data_check.json").read_text()),
@@ -145,9 +159,11 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         for name in args.datasets:
             scores, start = [], time.perf_counter()
+            run_stages(STAGES[:4], sources[name], work / name, args.overrides)
             for seed in args.seeds:
-                result = run_pipeline(sources[name], work / name / str(seed), seed, args.overrides)
+                result = run_seed(sources[name], work / name, seed, args.overrides)
                 scores.append(result["evaluate"]["map50"])
+                print(f"{name} train.seed={seed}: test mAP50 {scores[-1]:.4f}", flush=True)
             check, minutes = result["check"], (time.perf_counter() - start) / 60
             sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
             auto = ", ".join(f"{k.split('.')[-1]} {c['value']}" for k, c in check["auto"].items())

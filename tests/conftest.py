@@ -59,12 +59,24 @@ def shared_datasets() -> Path:
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    _group_for_workers(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _group_for_workers(items) -> None:
+    """Under pytest-xdist (``make test``: ``-n auto --dist loadgroup``) a module's tests run on
+    one worker, so each module-scoped fixture is built once; every module that uses the
+    session's ``tiny_repo`` shares one worker, so that repository is built once and its
+    workspace is never changed by two tests at a time."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        group = "tiny_repo" if "tiny_repo" in fixtures else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from detflow.deploy.variants import VARIANTS
 from detflow.model.build import build_model, input_sizes
 from detflow.model.postprocess import model_kwargs
 from detflow.model.postprocess_config import PostprocessOptions
+from detflow.train.model_choice import MULTI_LEVEL, SINGLE_LEVEL, candidate
 
 from conftest import REPO, run
 
@@ -68,14 +69,18 @@ def test_every_model_option_builds(option, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     cfg = _compose([f"model={option}"])
     postprocess = PostprocessOptions.from_config(cfg["postprocess"])
-    model = build_model(**cfg["model"], num_classes=2, **model_kwargs(postprocess))
-    head = getattr(model, "roi_heads", model)  # two-stage: the RoI heads; one-stage: the model
-    assert head.score_thresh == cfg["postprocess"]["score_threshold"]
-    min_size, max_size = input_sizes(
-        option, min_size=cfg["model"]["min_size"], max_size=cfg["model"]["max_size"]
-    )  # auto: built at 416 px, the train stage may grow it (detflow.train.auto_model)
-    assert model.transform.min_size == (min_size,)
-    assert model.transform.max_size == max_size <= 512  # CPU-friendly sizes
+    configs = [cfg["model"]]
+    if cfg["model"]["name"] == "auto":  # the train stage picks one of these from the data
+        configs = [candidate(cfg["model"], name) for name in (SINGLE_LEVEL, MULTI_LEVEL)]
+    for config in configs:
+        model = build_model(**config, num_classes=2, **model_kwargs(postprocess))
+        head = getattr(model, "roi_heads", model)  # two-stage: the RoI heads; one-stage: model
+        assert head.score_thresh == cfg["postprocess"]["score_threshold"]
+        min_size, max_size = input_sizes(
+            config["name"], min_size=config["min_size"], max_size=config["max_size"]
+        )  # auto: built at 416 px, the train stage may grow it (detflow.train.auto_model)
+        assert model.transform.min_size == (min_size,)
+        assert model.transform.max_size == max_size <= 512  # CPU-friendly sizes
 
 
 @pytest.mark.parametrize("option", _options("augment"))

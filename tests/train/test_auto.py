@@ -210,3 +210,57 @@ def test_auto_schedule_scales_epochs_and_warmup_to_the_dataset(steps, epochs, wa
 def test_auto_schedule_rejects_other_words():
     with pytest.raises(ConfigError, match="train.epochs='many' must be an integer or auto$"):
         TrainOptions(epochs="many")
+
+
+def test_an_auto_model_trains_the_chosen_detector_and_records_why(tmp_path):
+    """``model.name: auto`` on 64-px synthetic shapes (one stride-32 map matches few of them):
+    FCOS is trained, and the choice is in the checkpoint, the data check and its metrics."""
+    data = tiny_split(tmp_path / "data")
+    auto = {
+        **TINY_MODEL,
+        "name": "auto",
+        **{k: "auto" for k in ("anchor_sizes", "anchor_aspect_ratios", "rois_per_image")},
+    }
+    seen = []
+    train_detector(
+        model_config=auto,
+        postprocess=AUTO_POSTPROCESS,
+        train_json=data / "augmented" / "train.json",
+        val_json=data / "split" / "val.json",
+        out_dir=tmp_path / "out",
+        options=TrainOptions(epochs=1, batch_size=2, warmup_steps=2, threads=1),
+        on_data_check=seen.append,
+    )
+    state = read_checkpoint(tmp_path / "out" / "last.pt")
+    assert state["model"]["name"] == "fcos_mobilenet_v2"
+    assert "rois_per_image" not in state["model"] and "test_proposals" not in state["model"]
+    choice = state["data_check"]["auto"]["model.name"]
+    assert choice["value"] == "fcos_mobilenet_v2" and "< 0.75" in choice["reason"]
+    recalls = state["data_check"]["best_possible_recall_by_model"]
+    assert recalls["fcos_mobilenet_v2"] > recalls["fasterrcnn_mobilenet_v2"]
+    shown = auto_model.summary_metrics(seen[0])  # what dvc exp show lists
+    assert shown["auto"]["name"] == "fcos_mobilenet_v2"
+    model, _ = load_checkpoint(tmp_path / "out" / "last.pt")
+    assert type(model).__name__ == "FCOS"
+
+
+def test_an_auto_model_from_a_checkpoint_is_that_checkpoints_model(tmp_path):
+    from detflow.model.checkpoint_file import save_checkpoint
+    from detflow.train.model_choice import choose_model
+
+    path = tmp_path / "best.pt"
+    state = {"schema": "detflow-checkpoint-v1", "model": {"name": "fcos_mobilenet_v2"}}
+    save_checkpoint(state, path)
+    seen = []
+
+    def check(config):
+        seen.append(config)
+        return config, AUTO_POSTPROCESS, {"best_possible_recall": 1.0, "auto": {}}
+
+    config, _, found = choose_model({**TINY_MODEL, "name": "auto", "weights": str(path)}, check)
+    assert config["name"] == "fcos_mobilenet_v2" and config["weights"] == str(path)
+    reason = found["auto"]["model.name"]["reason"]
+    assert reason == "model.weights is a fcos_mobilenet_v2 checkpoint"
+    assert len(seen) == 1  # no other candidate is built
+    with pytest.raises(ConfigError, match="model.weights='COCO_V1' with model.name=auto"):
+        choose_model({**TINY_MODEL, "name": "auto", "weights": "COCO_V1"}, check)

@@ -13,7 +13,7 @@ from detflow.data.collect import CollectOptions, collect_dataset
 from detflow.data.manifest import load_dataset
 from detflow.model.build import build_model
 from detflow.model.postprocess_config import PostprocessOptions
-from detflow.train import auto_model, data_check
+from detflow.train import auto_model, data_check, model_choice
 
 from conftest import REPO
 
@@ -77,3 +77,60 @@ def test_dense_small_objects_grow_the_default_input_and_suit_fcos(tmp_path):
 def test_an_auto_input_size_builds_at_416(name):
     model = build_model(name=name, num_classes=2, min_size="auto", max_size="auto")
     assert data_check.input_size(model) == {"min_size": 416, "max_size": 416, "fixed_size": False}
+
+
+def _chosen(dataset: dict, **given) -> tuple[dict, dict]:
+    """``model_choice.choose_model`` of the default config (``name: auto``) and ``given``."""
+
+    def check(config):
+        resolved, check = _choices(config, dataset)
+        return resolved, POSTPROCESS, check
+
+    config, _, check = model_choice.choose_model({**DEFAULT, "name": "auto", **given}, check)
+    return config, check
+
+
+def test_auto_model_keeps_faster_rcnn_for_raccoon(shared_datasets, tmp_path):
+    dataset = _collected({"format": "voc", "path": str(shared_datasets / "raccoon")}, tmp_path)
+    config, check = _chosen(dataset)
+    assert config["name"] == "fasterrcnn_mobilenet_v2" and config["rois_per_image"] == 64
+    assert list(check["best_possible_recall_by_model"]) == ["fasterrcnn_mobilenet_v2"]
+    assert check["auto"]["model.name"]["reason"].startswith("best possible recall 0.99")
+
+
+def test_auto_model_picks_fcos_for_small_touching_objects(tmp_path):
+    _dense_generator()(tmp_path / "dense", images=4)
+    dataset = _collected({"format": "voc", "path": str(tmp_path / "dense")}, tmp_path / "raw")
+    config, check = _chosen(dataset)
+    assert config == {
+        "name": "fcos_mobilenet_v2",
+        "backbone_weights": "none",
+        "min_size": 416,
+        "max_size": 416,
+    }
+    recalls = check["best_possible_recall_by_model"]
+    assert recalls["fasterrcnn_mobilenet_v2"] < 0.75 <= recalls["fcos_mobilenet_v2"]
+    assert "anchor_sizes" not in str(check["auto"])  # the chosen model's choices only
+    assert auto_model.summary_metrics(check)["auto"]["name"] == "fcos_mobilenet_v2"
+
+
+def test_a_set_anchor_keeps_faster_rcnn(tmp_path):
+    _dense_generator()(tmp_path / "dense", images=2)
+    dataset = _collected({"format": "voc", "path": str(tmp_path / "dense")}, tmp_path / "raw")
+    config, check = _chosen(dataset, anchor_sizes=[16, 32])
+    assert config["name"] == "fasterrcnn_mobilenet_v2"
+    assert check["auto"]["model.name"]["reason"] == "model.anchor_sizes is set (Faster R-CNN only)"
+
+
+def test_auto_model_keeps_faster_rcnn_and_its_values_for_the_bundled_set(thermal_source, tmp_path):
+    dataset = _collected({"format": "yolo", "path": str(thermal_source)}, tmp_path)
+    config, check = _chosen(dataset)
+    assert config == {
+        **DEFAULT,
+        "min_size": 416,
+        "max_size": 416,
+        "anchor_sizes": [32, 64, 128, 256, 512],
+        "anchor_aspect_ratios": [0.5, 1.0, 2.0],
+        "rois_per_image": 64,
+    }  # the values the bundled set was tuned with: the default pipeline trains the same model
+    assert 0.75 <= check["best_possible_recall"] < 0.9

@@ -2,7 +2,8 @@
 budget against ``ort_fp32``, and the table, plot points and markdown that report it.
 
 A row (one per variant, in build order) holds ``status``: ``ok``, ``skipped: <reason>``
-(not built or not runnable here) or ``rejected: <reason>`` (over the accuracy budget); a
+(not built or not runnable here) or ``rejected: <reason>`` (over the accuracy budget, or it
+crashed its runtime on one of the probe inputs of :mod:`detflow.deploy.crash_probe`); a
 variant that ran also holds ``size_mb``, ``map50_95``, ``map50`` (COCO, test split, after the
 post-processing in the model's metadata), ``latency_ms_p50|p95`` (batch 1, one image per
 call), ``throughput_img_s`` (test images per second of inference, one after another) and
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from detflow.core.errors import DetflowError
+from detflow.deploy.crash_probe import crash_reason
 from detflow.deploy.detectors import load_detector, model_bytes
 from detflow.deploy.quantize import calibration_images
 from detflow.deploy.variants import OptimizeOptions, Variant, build_variants
@@ -50,6 +52,10 @@ def benchmark(*, variants: list[Variant], dataset, warmup_runs: int = 2) -> dict
         if variant.skipped is not None:
             table[variant.name] = {"status": f"skipped: {variant.skipped}"}
             continue
+        crashed = on_cpu(variant) and crash_reason(variant.path, providers=variant.providers)
+        if crashed:  # never deployed: it would take the server down (deploy/crash_probe.py)
+            table[variant.name] = {"status": f"rejected: {crashed}"}
+            continue
         try:
             detector = load_detector(variant.path, providers=variant.providers)
         except DetflowError as exc:  # e.g. a provider without kernels for the variant's ops
@@ -66,6 +72,16 @@ def benchmark(*, variants: list[Variant], dataset, warmup_runs: int = 2) -> dict
         table[variant.name] = _measure(detector, dataset)
         del detector  # one session alive at a time
     return table
+
+
+def on_cpu(variant: Variant) -> bool:
+    """Probed for crashes: the CPU variants (ORT's CPU provider, OpenVINO). TensorRT would
+    build an engine per probe size, minutes each, so its variants are not probed."""
+    return all(_name(p) == "CPUExecutionProvider" for p in variant.providers)
+
+
+def _name(provider) -> str:
+    return provider[0] if isinstance(provider, tuple | list) else str(provider)
 
 
 def _measure(detector, dataset) -> dict:

@@ -254,17 +254,21 @@ async def _detect(server: Server, request, score_threshold, max_detections, clas
         headers = {"X-Model-Id": model.model_id, "X-Detections": str(len(detections))}
         return Response(buffer.getvalue(), media_type="image/png", headers=headers)
     height, width = image.shape[:2]
-    return {
-        "model": model.model_id,
-        "model_name": model.name,
-        "request_id": request_id,
-        "width": width,
-        "height": height,
-        "detections": detections,
-        "latency_ms": round(latency_ms, 3),
-        "batch_size": batch_size,
-        "total_ms": round(total_ms, 3),
-    }
+    # rendered here: FastAPI's generic encoder of a returned dict took about 7 ms per answer
+    # of 100 detections, in the event loop (profiled); these values are JSON-native already
+    return JSONResponse(
+        {
+            "model": model.model_id,
+            "model_name": model.name,
+            "request_id": request_id,
+            "width": width,
+            "height": height,
+            "detections": detections,
+            "latency_ms": round(latency_ms, 3),
+            "batch_size": batch_size,
+            "total_ms": round(total_ms, 3),
+        }
+    )
 
 
 def _classes(text: str | None, class_names: list[str]) -> set[int] | None:

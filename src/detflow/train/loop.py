@@ -30,7 +30,7 @@ from detflow.data import manifest
 from detflow.data.torch_dataset import DetectionDataset, set_epoch, train_loader
 from detflow.evaluate.inference import evaluate_model
 from detflow.model.backbone import check_stage_count, set_trainable_stages, train_mode
-from detflow.model.build import build_model
+from detflow.model.build import AUTO, build_model
 from detflow.model.checkpoint_file import (
     SCHEMA,
     check_classes,
@@ -40,7 +40,7 @@ from detflow.model.checkpoint_file import (
 )
 from detflow.model.postprocess import model_kwargs
 from detflow.model.postprocess_config import DEFAULT_MAX_DETECTIONS, PostprocessOptions
-from detflow.train import auto_model, data_check, distributed, stall
+from detflow.train import auto_model, data_check, distributed, model_choice, stall
 from detflow.train.auto_schedule import resolve_schedule
 from detflow.train.optimizers import Schedule, build_optimizer
 from detflow.train.options import RESUMABLE_KEYS, TrainOptions
@@ -204,24 +204,33 @@ def _setup(model_config, postprocess, train_json, options, world, device, test_j
 
 def _check_data(model_config, postprocess, train_set, test_json, world):
     """:func:`detflow.train.data_check.check_data` on a from-scratch copy of the model, built
-    with the defaults where the config says ``auto``; then every ``auto`` resolved from it.
-    Returns the resolved model config and post-processing, and the check."""
-    model = build_model(
-        **{**model_config, "weights": "none", "backbone_weights": "none"},
-        num_classes=len(train_set.class_names),
-        **model_kwargs(postprocess.with_max_detections(DEFAULT_MAX_DETECTIONS)),
-    )
+    with the defaults where the config says ``auto``; then every ``auto`` resolved from it
+    (``model.name: auto``: :mod:`detflow.train.model_choice`). Returns the resolved model
+    config and post-processing, and the check."""
     test = manifest.load_dataset(test_json) if test_json else None
-    check = data_check.check_data(model, train_set.dataset, test_dataset=test)
-    model_config, postprocess, choices = auto_model.resolve_auto(
-        model_config, postprocess, model, check, train_set.dataset
-    )
+
+    def check(config: dict):
+        model = build_model(
+            **{**config, "weights": "none", "backbone_weights": "none"},
+            num_classes=len(train_set.class_names),
+            **model_kwargs(postprocess.with_max_detections(DEFAULT_MAX_DETECTIONS)),
+        )
+        found = data_check.check_data(model, train_set.dataset, test_dataset=test)
+        config, resolved, _ = auto_model.resolve_auto(
+            config, postprocess, model, found, train_set.dataset
+        )
+        return config, resolved, found  # found["auto"]: the choices
+
+    if model_config.get("name") == AUTO:
+        model_config, postprocess, found = model_choice.choose_model(model_config, check)
+    else:
+        model_config, postprocess, found = check(model_config)
     if world.is_main:
-        log.info(data_check.summary_line(check))
-        _log_choices(choices, world)
-        for warning in check["budgets"]["warnings"]:
+        log.info(data_check.summary_line(found))
+        _log_choices(found["auto"], world)
+        for warning in found["budgets"]["warnings"]:
             log.warning("data check: %s", warning)
-    return model_config, postprocess, check
+    return model_config, postprocess, found
 
 
 def _log_choices(choices: dict, world: distributed.World) -> None:

@@ -1,0 +1,103 @@
+"""``model.name: auto`` (the default, ``conf/model/auto.yaml``): which detector to train,
+chosen from the data check before the first step, with its reason.
+
+- :data:`SINGLE_LEVEL` (Faster R-CNN on the offline MobileNetV2, one stride-32 feature map:
+  the fastest on CPU and the best measured on sparse data such as the bundled set) while its
+  best possible recall, after every ``auto`` of :mod:`detflow.train.auto_model` (a larger
+  input, fitted anchors), reaches :data:`~detflow.train.auto_model.LOW_RECALL`;
+- else :data:`MULTI_LEVEL` (FCOS on the same backbone, a feature pyramid of strides 8-128)
+  when its best possible recall is higher: small, touching objects that one stride-32 map
+  cannot assign (docs/training.md, "Which model").
+- A checkpoint in ``model.weights`` decides by itself: its own model.
+
+A key only Faster R-CNN has (anchors, RoIs), set to a value instead of ``auto``, keeps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from detflow.core.errors import ConfigError
+from detflow.model.build import AUTO
+from detflow.model.checkpoint_file import read_checkpoint
+from detflow.train.auto_model import LOW_RECALL
+
+SINGLE_LEVEL = "fasterrcnn_mobilenet_v2"
+MULTI_LEVEL = "fcos_mobilenet_v2"
+SHARED_KEYS = (
+    "weights",
+    "backbone_weights",
+    "trainable_backbone_layers",
+    "min_size",
+    "max_size",
+)
+SINGLE_LEVEL_ONLY = ("anchor_sizes", "anchor_aspect_ratios", "rois_per_image")
+
+# check(model config) -> (resolved model config, resolved post-processing, data check)
+Checker = Callable[[dict], tuple[dict, object, dict]]
+
+
+def candidate(model_config: dict, name: str) -> dict:
+    """``model_config`` (``name: auto``) as the config of ``name``: the keys that model takes."""
+    if name == SINGLE_LEVEL:
+        return {**model_config, "name": name}
+    return {"name": name, **{k: model_config[k] for k in SHARED_KEYS if k in model_config}}
+
+
+def choose_model(model_config: dict, check: Checker) -> tuple[dict, object, dict]:
+    """Resolve ``model_config["name"] == "auto"`` (see the module doc) with ``check``, which
+    builds a config's model and resolves its other ``auto`` keys; returns ``check``'s result
+    for the chosen model, its data check extended with the choice (``auto["model.name"]``)
+    and every candidate's best possible recall (``best_possible_recall_by_model``)."""
+    weights = model_config.get("weights")
+    if weights not in (None, "none"):
+        name = _checkpoint_model(str(weights))
+        return _chosen(
+            check(candidate(model_config, name)), {}, f"model.weights is a {name} checkpoint"
+        )
+    single = check(candidate(model_config, SINGLE_LEVEL))
+    recalls = {SINGLE_LEVEL: single[2]["best_possible_recall"]}
+    fixed = [k for k in SINGLE_LEVEL_ONLY if model_config.get(k, AUTO) != AUTO]
+    if fixed:
+        return _chosen(single, recalls, f"model.{fixed[0]} is set (Faster R-CNN only)")
+    size = single[0]["min_size"]
+    if recalls[SINGLE_LEVEL] >= LOW_RECALL:
+        return _chosen(
+            single,
+            recalls,
+            f"best possible recall {recalls[SINGLE_LEVEL]:.3f} >= {LOW_RECALL}"
+            f" at {size} px with one stride-32 feature map",
+        )
+    multi = check(candidate(model_config, MULTI_LEVEL))
+    recalls[MULTI_LEVEL] = multi[2]["best_possible_recall"]
+    low = (
+        f"{SINGLE_LEVEL}'s best possible recall {recalls[SINGLE_LEVEL]:.3f} < {LOW_RECALL} "
+        f"at {size} px (one stride-32 feature map: objects too small or too close)"
+    )
+    if recalls[MULTI_LEVEL] > recalls[SINGLE_LEVEL]:
+        return _chosen(
+            multi,
+            recalls,
+            f"{low}; {MULTI_LEVEL}'s feature pyramid (strides 8-128) "
+            f"{recalls[MULTI_LEVEL]:.3f} at {multi[0]['min_size']} px",
+        )
+    return _chosen(
+        single, recalls, f"{low}, and {MULTI_LEVEL} matches no more ({recalls[MULTI_LEVEL]:.3f})"
+    )
+
+
+def _checkpoint_model(weights: str) -> str:
+    if not Path(weights).is_file():
+        raise ConfigError(
+            f"model.weights={weights!r} with model.name=auto: only a detflow checkpoint file "
+            "(…/best.pt) decides the model; for a torchvision weights name set model=<name>"
+        )
+    return read_checkpoint(weights)["model"]["name"]
+
+
+def _chosen(result: tuple, recalls: dict, reason: str) -> tuple[dict, object, dict]:
+    config, postprocess, check = result
+    check["best_possible_recall_by_model"] = recalls
+    check["auto"] = {"model.name": {"value": config["name"], "reason": reason}, **check["auto"]}
+    return config, postprocess, check
