@@ -7,8 +7,8 @@ export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 # pytest-xdist: one worker per core; a module's tests (and all tests of the shared tiny DVC
-# repository) stay on one worker (tests/conftest.py). XDIST= runs in one process.
-XDIST ?= -n auto --dist loadgroup
+# repository) stay on one worker (tests/conftest.py's scheduler). XDIST= runs in one process.
+XDIST ?= -n auto
 
 .PHONY: help install weights params repro serve test test-fast lint format lock
 

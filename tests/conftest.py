@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,7 +60,6 @@ def shared_datasets() -> Path:
 def pytest_collection_modifyitems(config, items):
     import torch
 
-    _group_for_workers(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
@@ -68,15 +68,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _group_for_workers(items) -> None:
-    """Under pytest-xdist (``make test``: ``-n auto --dist loadgroup``) a module's tests run on
-    one worker, so each module-scoped fixture is built once; every module that uses the
-    session's ``tiny_repo`` shares one worker, so that repository is built once and its
-    workspace is never changed by two tests at a time."""
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        group = "tiny_repo" if "tiny_repo" in fixtures else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (``make test``: ``-n auto``) a module's tests run on one worker, so
+    each module-scoped fixture is built once; the modules that use the session's
+    ``tiny_repo`` share one worker, so that repository is built once and its workspace is
+    never changed by two tests at a time. (xdist's own ``--dist loadgroup`` marks do not
+    reach its scheduler under pytest 9, which no longer reads ``item._nodeid``.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    shared = {
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "tests").rglob("test_*.py")
+        if re.search(r"\btiny_repo\b", path.read_text())  # the fixture, not make_tiny_repo
+    }
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return "tiny_repo" if module in shared else module
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
