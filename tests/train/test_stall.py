@@ -52,6 +52,23 @@ def test_stall_warning_names_the_measured_causes_and_what_to_set():
     assert "none of the measured causes stands out" in text
 
 
+def test_a_collapsed_box_regression_is_a_stall_while_the_loss_still_falls():
+    """The dense-set FCOS run at lr 0.02, seed 2 (docs/benchmarks.md): GIoU loss 1.0001 then
+    1.0000, total loss 1.98 → 1.72, val mAP50 0; seed 0 of the same run learned."""
+    collapsed = _history((1.98, 0.0), (1.72, 0.0))
+    for epoch, giou in zip(collapsed, (1.0001, 1.0000), strict=True):
+        epoch["train_bbox_regression"] = giou
+    assert stall.stalled(collapsed, warmup_epochs=1)
+    text = stall.stall_warning(collapsed, check=CHECK, lr=0.02)
+    assert "the box regression has collapsed: its GIoU loss is 1.0000" in text
+    assert "set train.lr lower (e.g. 0.01)" in text
+    learning = _history((1.46, 0.75), (0.98, 0.88))
+    for epoch, giou in zip(learning, (0.504, 0.259), strict=True):
+        epoch["train_bbox_regression"] = giou
+    assert not stall.stalled(learning, warmup_epochs=1)
+    assert not stall.stalled(_history((1.98, 0.0), (1.72, 0.0)), warmup_epochs=1)  # falling
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return tiny_split(tmp_path_factory.mktemp("tiny_stall"), images=12)

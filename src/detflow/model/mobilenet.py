@@ -84,10 +84,24 @@ def fcos_mobilenet_v2(
         anchor_generator=AnchorGenerator(
             sizes=((8,), (16,), (32,), (64,)), aspect_ratios=((1.0,),) * 4
         ),
-        head=FCOSHead(128, 1, num_classes, num_convs=2),
+        head=_fcos_head(num_classes),
         **sizes,
     )
     return _freeze_and_fold(model, trainable_layers)
+
+
+# torchvision starts FCOS's box regression at bias 0, where its ReLU'd outputs sit on the
+# boundary: an early large step can push them all below it, every predicted box is then empty
+# and the GIoU loss stays at 1.0 for good (1 of 3 seeds of the generated dense set, at
+# train.lr 0.02 and 0.01; a known FCOS failure). Bias 1: each location starts predicting a box
+# one stride out from it on every side, inside the ReLU's live range.
+FCOS_REGRESSION_BIAS = 1.0
+
+
+def _fcos_head(num_classes: int) -> FCOSHead:
+    head = FCOSHead(128, 1, num_classes, num_convs=2)
+    nn.init.constant_(head.regression_head.bbox_reg.bias, FCOS_REGRESSION_BIAS)
+    return head
 
 
 def _freeze_and_fold(model: nn.Module, trainable_layers: int) -> nn.Module:

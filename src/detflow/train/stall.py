@@ -3,9 +3,13 @@ what a learning run shows; on a stall, one warning naming the measured likely ca
 the data check, :mod:`detflow.train.data_check`) and what to set.
 
 A run has stalled after epoch ``e`` when ``e`` is past the warmup (and at least the second
-epoch), the mean train loss fell by less than :data:`FLAT_LOSS` of itself over the last
-epoch, and no epoch's val mAP50 reached :data:`NEAR_ZERO_MAP50`. (A learning detector's loss
-falls fast in its first epochs; once it flattens, its val mAP50 is well above zero.)
+epoch), no epoch's val mAP50 reached :data:`NEAR_ZERO_MAP50`, and either the mean train loss
+fell by less than :data:`FLAT_LOSS` of itself over the last epoch (a learning detector's loss
+falls fast in its first epochs; once it flattens, its val mAP50 is well above zero) or the box
+regression has collapsed: FCOS's GIoU box loss pinned at 1.0 (:data:`COLLAPSED_GIOU`) means
+every predicted box is empty, its ReLU'd regression outputs dead after a too-large step; the
+rest of the loss still falls, and the run never recovers (measured: a dense-set seed at
+``train.lr=0.02``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -17,15 +21,22 @@ NEAR_ZERO_MAP50 = 0.05
 LOW_RECALL = auto_model.LOW_RECALL  # best possible recall under this: anchors miss boxes
 TINY_LR = 1e-4  # a head learning rate under this hardly moves a detector in a few epochs
 MOSTLY_SMALL = 0.5  # more than half the boxes under 32 px at the input size
+COLLAPSED_GIOU = 0.999  # FCOS's mean GIoU box loss over an epoch from this: boxes all empty
 
 
 def stalled(history: list[dict], *, warmup_epochs: int) -> bool:
     """Whether the run of ``history`` (one metrics dict per epoch so far) has stalled."""
     if len(history) < 2 or history[-1]["epoch"] <= warmup_epochs:
         return False
+    if max(m["val_map50"] for m in history) >= NEAR_ZERO_MAP50:
+        return False
     before, now = history[-2]["train_loss"], history[-1]["train_loss"]
-    flat = before - now < FLAT_LOSS * abs(before)
-    return flat and max(m["val_map50"] for m in history) < NEAR_ZERO_MAP50
+    return before - now < FLAT_LOSS * abs(before) or box_regression_collapsed(history[-1])
+
+
+def box_regression_collapsed(metrics: dict) -> bool:
+    """FCOS's GIoU box loss (``train_bbox_regression``) pinned at 1.0 over an epoch."""
+    return metrics.get("train_bbox_regression", 0.0) >= COLLAPSED_GIOU
 
 
 def stall_warning(history: list[dict], *, check: dict, lr: float) -> str:
@@ -36,6 +47,12 @@ def stall_warning(history: list[dict], *, check: dict, lr: float) -> str:
     recall, small = check["best_possible_recall"], data["small_box_share"]
     input_px = data["input_size"][1]
     causes = []
+    if box_regression_collapsed(history[-1]):
+        causes.append(
+            f"the box regression has collapsed: its GIoU loss is "
+            f"{history[-1]['train_bbox_regression']:.4f} (1.0: every predicted box is empty; "
+            f"it does not recover): set train.lr lower (e.g. {lr / 2:g}) and train again"
+        )
     if lr < TINY_LR:
         causes.append(f"train.lr={lr:g} is tiny: set train.lr (the default is 0.02)")
     if recall < LOW_RECALL:
