@@ -42,6 +42,15 @@ def dvc(repo: Path, *args: str, check=True, timeout=900) -> subprocess.Completed
     return run([sys.executable, "-m", "dvc", *args], repo, check=check, timeout=timeout)
 
 
+def restore_committed(repo: Path) -> None:
+    """Put ``repo``'s workspace back as committed: tracked files, untracked ones removed (an
+    earlier test's other model leaves its own curve files in git-tracked report folders), and
+    DVC's outputs from its cache."""
+    run(["git", "checkout", "-q", "--", "."], repo)
+    run(["git", "clean", "-fdq"], repo)
+    dvc(repo, "checkout", "--force")
+
+
 def train_sweep(repo: Path, *overrides: str) -> subprocess.CompletedProcess:
     """``python stages/train.py --config-name tiny -m OVERRIDES`` in ``repo`` (a Hydra sweep)."""
     return run([sys.executable, "stages/train.py", "--config-name", "tiny", "-m", *overrides], repo)

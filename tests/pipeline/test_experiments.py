@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run
-from repo_helpers import dvc, train_sweep
+from repo_helpers import dvc, restore_committed, train_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +28,7 @@ GRID_LRS = {0.01, 0.005}
 def exp_repo(tiny_repo) -> Path:
     """The shared tiny repo; its workspace is put back as committed afterwards."""
     yield tiny_repo
-    run(["git", "checkout", "-q", "--", "."], tiny_repo)
-    dvc(tiny_repo, "checkout")
+    restore_committed(tiny_repo)
     assert "up to date" in dvc(tiny_repo, "status").stdout
 
 

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from detflow.core.files import sha256_file
 
 from conftest import REPO, run
-from repo_helpers import dvc, train_sweep
+from repo_helpers import dvc, restore_committed, train_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +27,7 @@ SWEEP = ["train.epochs=1", "train.threads=1"]
 def repo(tiny_repo) -> Path:
     """The shared tiny repo as committed (an earlier module may have left an experiment in
     its workspace)."""
-    run(["git", "checkout", "-q", "--", "."], tiny_repo)
-    dvc(tiny_repo, "checkout", "--force")
+    restore_committed(tiny_repo)
     assert "up to date" in dvc(tiny_repo, "status").stdout
     return tiny_repo
 

@@ -51,7 +51,8 @@ def stall_warning(history: list[dict], *, check: dict, lr: float) -> str:
         causes.append(
             f"the box regression has collapsed: its GIoU loss is "
             f"{history[-1]['train_bbox_regression']:.4f} (1.0: every predicted box is empty; "
-            f"it does not recover): set train.lr lower (e.g. {lr / 2:g}) and train again"
+            f"it does not recover): train again with another train.seed, or a lower train.lr "
+            f"(e.g. {lr / 2:g})"
         )
     if lr < TINY_LR:
         causes.append(f"train.lr={lr:g} is tiny: set train.lr (the default is 0.02)")
