@@ -131,19 +131,27 @@ def test_postprocess_auto_is_resolved_from_the_checkpoint():
     assert resolve_postprocess(AUTO_POSTPROCESS, state).max_detections == 7
 
 
-def test_training_stores_the_resolved_choices(tmp_path):
-    data = tiny_split(tmp_path / "data")
-    model = {**TINY_MODEL, **{k: "auto" for k in ("anchor_sizes", "anchor_aspect_ratios")}}
+def _train_one_epoch(model_config: dict, data, out_dir, *, test_json: bool = False) -> list:
+    """One tiny epoch of ``model_config`` on ``data`` (tiny_split); the data checks seen."""
     seen = []
     train_detector(
-        model_config={**model, "rois_per_image": "auto"},
+        model_config=model_config,
         postprocess=AUTO_POSTPROCESS,
         train_json=data / "augmented" / "train.json",
         val_json=data / "split" / "val.json",
-        test_json=data / "split" / "val.json",
-        out_dir=tmp_path / "out",
+        test_json=data / "split" / "val.json" if test_json else None,
+        out_dir=out_dir,
         options=TrainOptions(epochs=1, batch_size=2, warmup_steps=2, threads=1),
         on_data_check=seen.append,
+    )
+    return seen
+
+
+def test_training_stores_the_resolved_choices(tmp_path):
+    data = tiny_split(tmp_path / "data")
+    model = {**TINY_MODEL, **{k: "auto" for k in ("anchor_sizes", "anchor_aspect_ratios")}}
+    seen = _train_one_epoch(
+        {**model, "rois_per_image": "auto"}, data, tmp_path / "out", test_json=True
     )
     state = read_checkpoint(tmp_path / "out" / "last.pt")
     assert isinstance(state["model"]["anchor_sizes"], list)
@@ -221,16 +229,7 @@ def test_an_auto_model_trains_the_chosen_detector_and_records_why(tmp_path):
         "name": "auto",
         **{k: "auto" for k in ("anchor_sizes", "anchor_aspect_ratios", "rois_per_image")},
     }
-    seen = []
-    train_detector(
-        model_config=auto,
-        postprocess=AUTO_POSTPROCESS,
-        train_json=data / "augmented" / "train.json",
-        val_json=data / "split" / "val.json",
-        out_dir=tmp_path / "out",
-        options=TrainOptions(epochs=1, batch_size=2, warmup_steps=2, threads=1),
-        on_data_check=seen.append,
-    )
+    seen = _train_one_epoch(auto, data, tmp_path / "out")
     state = read_checkpoint(tmp_path / "out" / "last.pt")
     assert state["model"]["name"] == "fcos_mobilenet_v2"
     assert "rois_per_image" not in state["model"] and "test_proposals" not in state["model"]
