@@ -19,9 +19,9 @@ from repo_helpers import dvc, restore_committed, train_sweep
 pytestmark = pytest.mark.slow
 
 # Tiny experiments: one epoch, no augmentation (a config-group swap), one optimize variant.
-GRID = ["-S", "train.lr=0.01,0.005", "-S", "augment=none", "-S", "train.epochs=1"]
+GRID = ["-S", "train.lr=0.01,0.02", "-S", "augment=none", "-S", "train.epochs=1"]
 GRID += ["-S", "optimize.variants=[ort_fp32]"]
-GRID_LRS = {0.01, 0.005}
+GRID_LRS = {0.01, 0.02}
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +152,11 @@ def test_optuna_search_prints_the_best_trial_as_a_dvc_exp_run_line(exp_repo, tmp
 
 
 def test_exp_apply_brings_an_experiment_into_the_workspace(exp_repo, queued_grid):
-    name = next(n for n, d in queued_grid.items() if _params(d)["train"]["lr"] == 0.005)
+    name = next(n for n, d in queued_grid.items() if _params(d)["train"]["lr"] == 0.02)
     dvc(exp_repo, "exp", "apply", name)
-    assert yaml.safe_load((exp_repo / "params.yaml").read_text())["train"]["lr"] == 0.005
+    assert yaml.safe_load((exp_repo / "params.yaml").read_text())["train"]["lr"] == 0.02
     params = json.loads(dvc(exp_repo, "params", "diff", "--json").stdout)["params.yaml"]
-    assert (params["train.lr"]["old"], params["train.lr"]["new"]) == (0.02, 0.005)
+    assert (params["train.lr"]["old"], params["train.lr"]["new"]) == (0.005, 0.02)
     metrics = json.loads(dvc(exp_repo, "metrics", "diff", "--json").stdout)
     assert "reports/train/metrics.json" in metrics
     assert "up to date" in dvc(exp_repo, "status").stdout

@@ -94,4 +94,4 @@ def test_stall_warning_fires_once_when_the_learning_rate_is_zero(data, tmp_path,
 
 
 def test_stall_warning_is_silent_on_a_learning_run(data, tmp_path, caplog):
-    assert _warnings(data, tmp_path, caplog, lr=0.02) == []
+    assert _warnings(data, tmp_path, caplog, lr=TrainOptions().lr) == []  # the default

@@ -25,7 +25,7 @@ class TrainOptions(ConfigOptions):
     epochs: int | Literal["auto"] = AUTO
     batch_size: int = 4
     optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
-    lr: float = 0.02
+    lr: float = 0.005
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4

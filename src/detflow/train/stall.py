@@ -55,7 +55,7 @@ def stall_warning(history: list[dict], *, check: dict, lr: float) -> str:
             f"(e.g. {lr / 2:g})"
         )
     if lr < TINY_LR:
-        causes.append(f"train.lr={lr:g} is tiny: set train.lr (the default is 0.02)")
+        causes.append(f"train.lr={lr:g} is tiny: set train.lr (the default is 0.005)")
     if recall < LOW_RECALL:
         causes.append(
             f"best possible recall {recall:.2f}: the anchors can match only {recall:.0%} of the "
