@@ -1,16 +1,19 @@
 """The stall check (detflow.train.stall): the rule on histories, and the one warning on a
-tiny run that cannot learn (learning rate 1e-12) but not on a normal tiny run."""
+tiny run that cannot learn (learning rate 1e-12) but not on the default run on the same data."""
 
 from __future__ import annotations
 
 import logging
 
 import pytest
+import yaml
 
+from detflow.model.postprocess_config import PostprocessOptions
 from detflow.train import stall
 from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
 
+from conftest import REPO
 from train_helpers import POSTPROCESS, TINY_MODEL, tiny_split
 
 CHECK = {
@@ -74,11 +77,11 @@ def data(tmp_path_factory):
     return tiny_split(tmp_path_factory.mktemp("tiny_stall"), images=12)
 
 
-def _warnings(data, tmp_path, caplog, lr):
+def _warnings(data, tmp_path, caplog, lr, model_config=TINY_MODEL, postprocess=POSTPROCESS):
     caplog.set_level(logging.WARNING, logger="detflow.train.loop")
     train_detector(
-        model_config=TINY_MODEL,
-        postprocess=POSTPROCESS,
+        model_config=model_config,
+        postprocess=postprocess,
         train_json=data / "augmented" / "train.json",
         val_json=data / "split" / "val.json",
         out_dir=tmp_path,
@@ -93,5 +96,18 @@ def test_stall_warning_fires_once_when_the_learning_rate_is_zero(data, tmp_path,
     assert "train.lr=1e-12 is tiny: set train.lr" in warnings[0]
 
 
-def test_stall_warning_is_silent_on_a_learning_run(data, tmp_path, caplog):
-    assert _warnings(data, tmp_path, caplog, lr=TrainOptions().lr) == []  # the default
+@pytest.fixture(scope="module")
+def larger_data(tmp_path_factory):
+    return tiny_split(tmp_path_factory.mktemp("stall_larger"), images=32, size=128)
+
+
+def test_stall_warning_is_silent_on_the_default_run(larger_data, tmp_path, caplog):
+    """The default model (conf/model/auto.yaml: ImageNet trunk, auto model, input size and
+    anchors), postprocess and learning rate on the same data: a run that learns."""
+    model = yaml.safe_load((REPO / "conf" / "model" / "auto.yaml").read_text())
+    postprocess = PostprocessOptions(score_threshold=0.05, nms_iou=0.5, max_detections="auto")
+    warnings = _warnings(
+        larger_data, tmp_path, caplog, lr=TrainOptions().lr, model_config=model,
+        postprocess=postprocess,
+    )
+    assert warnings == []

@@ -306,8 +306,8 @@ def test_channels_last_grouped_batches_and_step_schedule_train_on_cpu(data, tmp_
     assert math.isfinite(best["train_loss"])
     history = read_checkpoint(tmp_path / "last.pt")["history"]
     assert history[1]["lr_backbone"] == pytest.approx(0.1 * history[1]["lr"])
-    assert history[0]["lr"] == pytest.approx(0.02)
-    assert history[1]["lr"] == pytest.approx(0.002)  # × gamma once 1 epoch is done
+    assert history[0]["lr"] == pytest.approx(TrainOptions().lr)
+    assert history[1]["lr"] == pytest.approx(0.1 * TrainOptions().lr)  # × gamma after epoch 1
 
 
 def test_resume_with_other_settings_is_refused(data, tmp_path):
