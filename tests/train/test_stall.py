@@ -107,7 +107,11 @@ def test_stall_warning_is_silent_on_the_default_run(larger_data, tmp_path, caplo
     model = yaml.safe_load((REPO / "conf" / "model" / "auto.yaml").read_text())
     postprocess = PostprocessOptions(score_threshold=0.05, nms_iou=0.5, max_detections="auto")
     warnings = _warnings(
-        larger_data, tmp_path, caplog, lr=TrainOptions().lr, model_config=model,
+        larger_data,
+        tmp_path,
+        caplog,
+        lr=TrainOptions().lr,
+        model_config=model,
         postprocess=postprocess,
     )
     assert warnings == []
