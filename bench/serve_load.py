@@ -1,6 +1,7 @@
 """Benchmark: detflow serve under load on 127.0.0.1, against ONNX Runtime in one process.
 
-Starts ``detflow serve`` (a subprocess, one model, no hot reload) twice: without batching
+Starts ``detflow serve`` (a subprocess, one model, no hot reload) twice per ``--sessions``
+value (ONNX Runtime sessions per model, the cores shared out among them): without batching
 (``--max-batch 1 --max-wait-ms 0``) and with it (``--max-batch 8 --max-wait-ms 2``). For each
 it sends ``--requests`` images (raw PNG/JPEG bodies, keep-alive clients) at each concurrency in
 ``--concurrency`` and prints p50/p95/p99 latency, throughput, errors, the server's own
@@ -22,7 +23,8 @@ stand-in is exported: an untrained ``fasterrcnn_mobilenet_v2`` at ``--size`` px 
 backbone weights (same graph as the default model; needs torch, for the export only).
 
 Usage: python bench/serve_load.py [--model models/deploy] [--images DIR] [--requests 300]
-       [--concurrency 1 4 8 16] [--size 320] [--soak 10000 --soak-size 128]
+       [--concurrency 1 4 8 16] [--sessions 1 2] [--size 320]
+       [--soak 10000 --soak-size 128]
 """
 
 from __future__ import annotations
@@ -189,6 +191,9 @@ def main() -> None:
     )
     parser.add_argument("--soak-size", type=int, help="soak on a stand-in of this size (px)")
     parser.add_argument("--skip-table", action="store_true", help="only the ORT figure and soak")
+    parser.add_argument(
+        "--sessions", type=int, nargs="+", default=[1], help="serve.sessions values to compare"
+    )
     args = parser.parse_args()
     images = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".jpg", ".png"))
     tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
@@ -202,15 +207,16 @@ def main() -> None:
     baseline = [ort_throughput(model, images, min(args.requests, 200))]
     print(f"{len(images)} images; ONNX Runtime alone, one process: {baseline[0][0]:.1f} img/s\n")
     rows, memory = [], []
-    for label, flags in (
-        ()
-        if args.skip_table
-        else (
+    servers = [
+        (f"{label}, {n} session{'s' if n > 1 else ''}", [*flags, "--sessions", str(n)])
+        for n in args.sessions
+        for label, flags in (
             ("off (max_batch 1)", ["--max-batch", "1", "--max-wait-ms", "0"]),
             ("on (max_batch 8, 2 ms)", ["--max-batch", "8", "--max-wait-ms", "2"]),
         )
-    ):
-        process, url = start_server(model, flags, tmp / f"{label[:3]}.jsonl")
+    ]
+    for index, (label, flags) in enumerate([] if args.skip_table else servers):
+        process, url = start_server(model, flags, tmp / f"server{index}.jsonl")
         try:
             load(url, bodies, 20, 2)  # warm-up
             before, total = rss_mb(process.pid), 0
@@ -242,7 +248,7 @@ def main() -> None:
         if args.soak_size:
             print(f"\nsoak model: a stand-in exported at {args.soak_size} px")
             model = stand_in_model(tmp / "soak.onnx", args.soak_size, images, proposals=50)
-        soak(model, bodies, args.soak, tmp)
+        soak(model, bodies, args.soak, tmp, sessions=max(args.sessions))
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
@@ -263,10 +269,11 @@ def print_table(rows: list, base: float) -> None:
         )
 
 
-def soak(model: Path, bodies: list, requests: int, tmp: Path) -> None:
-    """RSS of one server (batching on, concurrency 8) over ``requests`` requests, in five
-    steps."""
-    process, url = start_server(model, ["--max-batch", "8"], tmp / "soak.jsonl")
+def soak(model: Path, bodies: list, requests: int, tmp: Path, sessions: int = 1) -> None:
+    """RSS of one server (batching on, ``sessions`` sessions, concurrency 8) over ``requests``
+    requests, in five steps."""
+    flags = ["--max-batch", "8", "--sessions", str(sessions)]
+    process, url = start_server(model, flags, tmp / "soak.jsonl")
     try:
         load(url, bodies, 20, 2)
         points, errors, step = [(0, rss_mb(process.pid))], 0, max(requests // 5, 1)
@@ -278,7 +285,7 @@ def soak(model: Path, bodies: list, requests: int, tmp: Path) -> None:
                 f"  soak: {done} requests, RSS {points[-1][1]:.0f} MB, {errors} errors", flush=True
             )
         print(
-            f"soak, batching on, concurrency 8: {points[-1][0]} requests in "
+            f"soak, batching on, {sessions} session(s), concurrency 8: {points[-1][0]} requests in "
             f"{time.perf_counter() - start:.0f} s, {errors} errors; RSS MB after N requests:"
         )
         print(", ".join(f"{n}: {mb:.0f}" for n, mb in points))

@@ -134,6 +134,7 @@ def _serve(args: argparse.Namespace) -> None:
         queue_size=args.queue_size,
         max_upload_mb=args.max_upload_mb,
         threads=args.threads,
+        sessions=args.sessions,
         reload_interval_s=args.reload_interval_s,
         request_log=args.request_log,
     )
@@ -159,7 +160,12 @@ def _add_serve(commands) -> None:
     serve.add_argument("--max-wait-ms", type=float, help="wait for a run to fill (default 2)")
     serve.add_argument("--queue-size", type=int, help="waiting images, then 503 (default 64)")
     serve.add_argument("--max-upload-mb", type=float, help="default 10")
-    serve.add_argument("--threads", type=int, help="ORT threads (default 0: all cores)")
+    serve.add_argument(
+        "--threads", type=int, help="ORT threads per session (default 0: cores / sessions)"
+    )
+    serve.add_argument(
+        "--sessions", type=int, help="ORT sessions per model, one worker thread each (default 1)"
+    )
     serve.add_argument("--reload-interval-s", type=float, help="0: no hot reload (default 2)")
     serve.add_argument("--request-log", help="JSON Lines file (default logs/serve/requests.jsonl)")
     serve.set_defaults(run=_serve)

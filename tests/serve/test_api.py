@@ -202,3 +202,29 @@ def test_concurrent_requests_run_as_one_batch_with_the_single_image_answers(serv
     runs = sizes[("detflow_batch_size_count", ("model", "deploy"))]
     images = sizes[("detflow_batch_size_sum", ("model", "deploy"))]
     assert images == len(names) and runs < len(names)  # some images shared one run
+
+
+def test_two_sessions_serve_concurrent_requests_with_the_one_session_answers(served_model, serve):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    model, folder = served_model
+    names = sorted(p.name for p in folder.glob("*.png")) * 3  # 12 images of 4 sizes
+    data = {name: (folder / name).read_bytes() for name in names}
+    png = {"content-type": "image/png"}
+    one = serve(["--model", str(model), "--max-batch", "1"])
+    expected = {n: one.client.post("/v1/detect", content=data[n], headers=png).json() for n in data}
+    server = serve(["--model", str(model), "--max-batch", "1", "--sessions", "2"])
+
+    def post(name):
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            return name, client.post("/v1/detect", content=data[name], headers=png)
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(post, names))
+    for name, response in answers:
+        assert response.status_code == 200, response.text
+        assert response.json()["detections"] == expected[name]["detections"], name
+    runs = _metrics(server)[("detflow_batch_size_count", ("model", "deploy"))]
+    assert runs == len(names)  # max_batch 1: one run per image, over the two sessions

@@ -68,7 +68,13 @@ class Server:
         """Load every model (DetflowError if one cannot be), start the workers and watcher."""
         opts = self.options
         for spec in self.specs:
-            model = load_model(spec.name, spec.path, provider=opts.provider, threads=opts.threads)
+            model = load_model(
+                spec.name,
+                spec.path,
+                provider=opts.provider,
+                threads=opts.threads,
+                sessions=opts.sessions,
+            )
             self.workers[spec.name] = BatchWorker(
                 model,
                 max_batch=opts.max_batch,
@@ -87,6 +93,7 @@ class Server:
                 interval_s=opts.reload_interval_s,
                 provider=opts.provider,
                 threads=opts.threads,
+                sessions=opts.sessions,
                 on_swap=self._swapped,
                 on_fail=lambda name, _: self.metrics.reloads.labels(name, "failed").inc(),
             )

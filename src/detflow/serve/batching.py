@@ -1,6 +1,8 @@
-"""One worker thread per model: a bounded queue of images, grouped into runs.
+"""Worker threads per model: a bounded queue of images, grouped into runs.
 
-The worker takes the first waiting image, then more until it holds ``max_batch`` or
+Each model has one worker thread per ONNX Runtime session (``serve.sessions``; the sessions
+take turns on the one queue, so a run on one can overlap a run on another). A worker takes
+the first waiting image, then more until it holds ``max_batch`` or
 ``max_wait_ms`` has passed, and runs them as one batch on the model it holds at that moment
 (a hot reload swaps the model between runs, never inside one): one ONNX Runtime call on the
 graph with a batch axis (:mod:`detflow.deploy.batch_graph`; an OpenVINO model runs the
@@ -12,6 +14,7 @@ with ``Retry-After``).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -35,38 +38,51 @@ class QueueFull(Exception):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A detector with its identity: ``model_id`` is ``<name>@<sha256[:12]>`` of the file;
-    ``card`` the ``model_card.json`` beside it (or the ONNX metadata when there is none);
-    ``reference`` its ``reference.json`` (:mod:`detflow.deploy.reference`) or None."""
+    """A model's sessions with its identity: ``model_id`` is ``<name>@<sha256[:12]>`` of the
+    file; ``detectors`` one session per worker thread (``detector``: the first, for what they
+    share: class names, metadata); ``card`` the ``model_card.json`` beside it (or the ONNX
+    metadata when there is none); ``reference`` its ``reference.json``
+    (:mod:`detflow.deploy.reference`) or None."""
 
     name: str
     path: Path
-    detector: OnnxDetector
+    detectors: tuple[OnnxDetector, ...]
     sha256: str
     card: dict
     reference: dict | None = None
+
+    @property
+    def detector(self) -> OnnxDetector:
+        return self.detectors[0]
 
     @property
     def model_id(self) -> str:
         return f"{self.name}@{self.sha256[:12]}"
 
 
-def load_model(name: str, path: str | Path, *, provider: str, threads: int) -> LoadedModel:
-    """Open and warm up the model at ``path`` (ONNX file or folder); DetflowError if it cannot
-    be loaded."""
+def load_model(
+    name: str, path: str | Path, *, provider: str, threads: int, sessions: int = 1
+) -> LoadedModel:
+    """Open ``sessions`` sessions of the model at ``path`` (ONNX file or folder), each with
+    ``threads`` threads (0: the cores shared out among the sessions), and warm them up;
+    DetflowError if it cannot be loaded."""
     file = model_file(path)
-    detector = open_model(file, provider=provider, threads=threads)
+    if threads == 0 and sessions > 1:
+        threads = max(1, (os.cpu_count() or 1) // sessions)
+    detectors = tuple(open_model(file, provider=provider, threads=threads) for _ in range(sessions))
     sha = sha256_file(file)
     blank = np.zeros((3, 32, 32), np.float32)  # first runs allocate: not on a request
-    detector(blank)
-    detector.detect_batch([blank, blank])
+    for detector in detectors:
+        detector(blank)
+        detector.detect_batch([blank, blank])
+    detector = detectors[0]
     card_path = file.parent / "model_card.json"
     card = read_json(card_path) if card_path.is_file() else {}
     if not card or card.get("model_sha256") not in (None, sha):
         card = {"metadata": dict(detector.metadata), "note": "no matching model_card.json"}
     reference_path = file.parent / "reference.json"  # the optimize stage's (drift monitoring)
     reference = read_json(reference_path) if reference_path.is_file() else None
-    return LoadedModel(name, file, detector, sha, card, reference)
+    return LoadedModel(name, file, detectors, sha, card, reference)
 
 
 @dataclass
@@ -80,7 +96,8 @@ class Job:
 
 
 class BatchWorker:
-    """The queue and worker thread of one model; ``on_run(model, size)`` after each run."""
+    """The queue and worker threads of one model (one thread per session of the model it
+    holds); ``on_run(model, size)`` after each run."""
 
     def __init__(
         self,
@@ -96,12 +113,17 @@ class BatchWorker:
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
         self.on_run = on_run
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"serve-{model.name}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(i,), name=f"serve-{model.name}-{i}")
+            for i in range(len(model.detectors))
+        ]
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return all(thread.is_alive() for thread in self._threads)
 
     def submit(self, image: np.ndarray, threshold: float | None = None) -> Future:
         """Queue one ``[H, W, 3]`` uint8 RGB image; the future gives ``(output, latency_ms,
@@ -120,9 +142,10 @@ class BatchWorker:
         return old
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the queued images, then end the thread."""
+        """Finish the queued images, then end the threads."""
         self._stop.set()
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     def _take(self) -> list[Job]:
         try:
@@ -141,19 +164,21 @@ class BatchWorker:
             batch.append(job)
         return batch
 
-    def _loop(self) -> None:
+    def _loop(self, index: int) -> None:
+        """Worker thread ``index``: runs on session ``index`` of the model held at each run."""
         while not (self._stop.is_set() and self.queue.empty()):
             batch = self._take()
             if not batch:
                 continue
             model = self.model  # one model per run: a reload lands between runs
+            detector = model.detectors[index % len(model.detectors)]
             batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
             size = len(batch)
-            left = self._run_batch(model, batch) if size > 1 else batch
+            left = self._run_batch(model, detector, batch) if size > 1 else batch
             for job in left:  # one by one: a single image, or a batch that failed
                 try:
-                    threshold = model_threshold(model.detector, job.threshold)
-                    output, latency_ms = detect(model.detector, job.image, threshold)
+                    threshold = model_threshold(detector, job.threshold)
+                    output, latency_ms = detect(detector, job.image, threshold)
                 except Exception as exc:  # noqa: BLE001 - one bad run never ends the worker
                     log.exception("%s: inference failed", model.model_id)
                     job.future.set_exception(exc)
@@ -166,14 +191,12 @@ class BatchWorker:
                     log.exception("on_run callback failed")
 
     @staticmethod
-    def _run_batch(model: LoadedModel, batch: list[Job]) -> list[Job]:
-        """Run ``batch`` in one call and settle its futures; the jobs left to run one by one
-        (all of them when the batch failed)."""
+    def _run_batch(model: LoadedModel, detector: OnnxDetector, batch: list[Job]) -> list[Job]:
+        """Run ``batch`` in one call on ``detector`` (a session of ``model``) and settle its
+        futures; the jobs left to run one by one (all of them when the batch failed)."""
         try:
-            thresholds = [model_threshold(model.detector, job.threshold) for job in batch]
-            outputs, latency_ms = detect_batch(
-                model.detector, [job.image for job in batch], thresholds
-            )
+            thresholds = [model_threshold(detector, job.threshold) for job in batch]
+            outputs, latency_ms = detect_batch(detector, [job.image for job in batch], thresholds)
         except Exception:  # noqa: BLE001 - each image is then run (and fails) on its own
             log.warning(
                 "%s: a batch of %d failed; running its images one by one",

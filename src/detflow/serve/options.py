@@ -34,7 +34,9 @@ class ModelSpec:
 class ServeOptions(ConfigOptions):
     """``models``: a list of ``{name, path, share, shadow}`` (default: ``models/deploy``);
     ``max_batch`` images or ``max_wait_ms`` per worker run; ``queue_size`` waiting images per
-    model (then 503 with ``Retry-After``); ``max_upload_mb`` and ``max_pixels`` per image;
+    model (then 503 with ``Retry-After``); ``sessions`` ONNX Runtime sessions per model, each
+    on its own worker thread with ``threads`` threads (0: the cores shared out among them);
+    ``max_upload_mb`` and ``max_pixels`` per image;
     ``reload_interval_s`` between checks of the model files (0: no hot reload);
     ``request_log``: JSON Lines file (rotated at ``log_max_mb``, ``log_backups`` kept);
     drift against the model's ``reference.json`` over the last ``drift_window`` images (from
@@ -49,6 +51,7 @@ class ServeOptions(ConfigOptions):
     )
     provider: str = field(default="cpu", metadata={"choices": ("cpu", "cuda", "tensorrt")})
     threads: int = 0
+    sessions: int = 1
     max_batch: int = 8
     max_wait_ms: float = 2.0
     queue_size: int = 64
@@ -64,7 +67,7 @@ class ServeOptions(ConfigOptions):
     drift_threshold: float = 0.25
 
     def check(self) -> None:
-        for key in ("max_batch", "queue_size", "max_pixels", "port", "drift_window"):
+        for key in ("max_batch", "queue_size", "max_pixels", "port", "drift_window", "sessions"):
             require_positive(f"serve.{key}", getattr(self, key), integer=True)
         require_positive("serve.threads", self.threads, allow_zero=True, integer=True)
         require_positive("serve.log_backups", self.log_backups, allow_zero=True, integer=True)

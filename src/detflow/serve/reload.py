@@ -38,11 +38,12 @@ class ModelWatcher:
         interval_s: float,
         provider: str,
         threads: int,
+        sessions: int = 1,
         on_swap: Callable[[str, LoadedModel, LoadedModel], None],
         on_fail: Callable[[str, str], None],
     ):
         self.workers, self.interval_s = workers, interval_s
-        self.provider, self.threads = provider, threads
+        self.provider, self.threads, self.sessions = provider, threads, sessions
         self.on_swap, self.on_fail = on_swap, on_fail
         self._seen = {name: _stat(w.model.path) for name, w in workers.items()}
         self._pending: dict[str, tuple[int, int] | None] = {}
@@ -68,7 +69,13 @@ class ModelWatcher:
             self._seen[name] = now
             old = worker.model
             try:
-                new = load_model(name, old.path, provider=self.provider, threads=self.threads)
+                new = load_model(
+                    name,
+                    old.path,
+                    provider=self.provider,
+                    threads=self.threads,
+                    sessions=self.sessions,
+                )
             except Exception as exc:  # noqa: BLE001 - a bad file keeps the old model
                 log.warning("%s: new model not loaded, keeping %s (%s)", name, old.model_id, exc)
                 self.on_fail(name, str(exc))
