@@ -32,6 +32,7 @@ from detflow.deploy.reference import image_signals
 from detflow.deploy.runtime import detection_list
 from detflow.serve.batching import BatchWorker, LoadedModel, QueueFull, load_model
 from detflow.serve.drift import DriftMonitor
+from detflow.serve.malloc import cap_malloc_arenas
 from detflow.serve.monitoring import Metrics, RequestLog
 from detflow.serve.options import ServeOptions
 from detflow.serve.reload import ModelWatcher
@@ -411,6 +412,7 @@ def run(options: ServeOptions, *, on_ready=None) -> None:
     SIGINT/SIGTERM (uvicorn, one process: the workers are threads)."""
     import uvicorn
 
+    cap_malloc_arenas()  # before any thread starts: flat RSS under load (serve/malloc.py)
     server = Server(options)
     try:
         server.start()

@@ -71,9 +71,13 @@ def load_model(
         threads = max(1, (os.cpu_count() or 1) // sessions)
     detectors = tuple(open_model(file, provider=provider, threads=threads) for _ in range(sessions))
     sha = sha256_file(file)
-    blank = np.zeros((3, 32, 32), np.float32)  # first runs allocate: not on a request
+    # First runs allocate (ONNX Runtime's arena grows to what a run needs): not on a request.
+    # Seeded noise at a camera frame's size yields many proposals, near a busy run's peak.
+    blank = np.zeros((3, 32, 32), np.float32)
+    noise = np.random.default_rng(0).random((3, 480, 640), dtype=np.float32)
     for detector in detectors:
         detector(blank)
+        detector(noise)
         detector.detect_batch([blank, blank])
     detector = detectors[0]
     card_path = file.parent / "model_card.json"
