@@ -71,8 +71,8 @@ def load_model(
         threads = max(1, (os.cpu_count() or 1) // sessions)
     detectors = tuple(open_model(file, provider=provider, threads=threads) for _ in range(sessions))
     sha = sha256_file(file)
-    # First runs allocate (ONNX Runtime's arena grows to what a run needs): not on a request.
-    # Seeded noise at a camera frame's size yields many proposals, near a busy run's peak.
+    # First runs allocate (ONNX Runtime's arena grows to what a run needs): not on a request;
+    # seeded noise at a camera frame's size gives a run with many proposals.
     blank = np.zeros((3, 32, 32), np.float32)
     noise = np.random.default_rng(0).random((3, 480, 640), dtype=np.float32)
     for detector in detectors:
