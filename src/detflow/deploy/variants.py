@@ -36,6 +36,7 @@ from detflow.deploy.openvino_build import build_openvino, build_openvino_int8
 from detflow.deploy.openvino_detector import openvino_missing
 from detflow.deploy.quantize import (
     CALIBRATION_METHODS,
+    DEFAULT_STATIC_OPS,
     EXCLUSION_MODES,
     QUANTIZED_OPS,
     STATIC_OPS,
@@ -73,7 +74,7 @@ class OptimizeOptions(ConfigOptions):
     per_channel: bool = False
     reduce_range: bool = False
     quantize_op_types: list[str] = field(
-        default_factory=lambda: list(STATIC_OPS), metadata={"choices": STATIC_OPS}
+        default_factory=lambda: list(DEFAULT_STATIC_OPS), metadata={"choices": STATIC_OPS}
     )
     exclude_nodes: list[str] = field(default_factory=list)
     int8_exclusion: str = field(default="auto", metadata={"choices": EXCLUSION_MODES})
