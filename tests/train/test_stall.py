@@ -1,5 +1,5 @@
 """The stall check (detflow.train.stall): the rule on histories, and the one warning on a
-tiny run that cannot learn (learning rate 1e-12) but not on the default run on the same data."""
+tiny run that cannot learn (learning rate 1e-12) but not on the default run on data it learns."""
 
 from __future__ import annotations
 
@@ -103,7 +103,9 @@ def larger_data(tmp_path_factory):
 
 def test_stall_warning_is_silent_on_the_default_run(larger_data, tmp_path, caplog):
     """The default model (conf/model/auto.yaml: ImageNet trunk, auto model, input size and
-    anchors), postprocess and learning rate on the same data: a run that learns."""
+    anchors), postprocess and learning rate on 24 synthetic 128 px train images: it learns
+    (loss 1.75 → 1.20 → 0.93, val mAP50 up to 0.136; the 64 px fixture above has a best
+    possible recall of 0, on which a stall warning at this lr is right)."""
     model = yaml.safe_load((REPO / "conf" / "model" / "auto.yaml").read_text())
     postprocess = PostprocessOptions(score_threshold=0.05, nms_iou=0.5, max_detections="auto")
     warnings = _warnings(
