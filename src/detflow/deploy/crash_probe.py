@@ -3,10 +3,10 @@ aspect ratios unlike the test split's, before the budget may accept it.
 
 A runtime can crash the whole process on some inputs: ONNX Runtime 1.32 ends with a
 segmentation fault on some inputs of a static INT8 Faster R-CNN whose ``Mul`` nodes are
-quantized, at its default optimisation level with 2 threads (docs/benchmarks.md). A deployed model that did so would
-take ``detflow serve`` down with it, so the optimize stage rejects such a variant with the
-size that crashed it. The child loads the model as the benchmark does
-(:func:`detflow.deploy.detectors.load_detector`) and runs seeded noise images
+quantized, at its default optimisation level with 2 threads (docs/benchmarks.md). A deployed
+model that did so would take ``detflow serve`` down with it, so the optimize stage rejects
+such a variant with the size that crashed it. The child loads the model as the benchmark
+does (:func:`detflow.deploy.detectors.load_detector`) and runs seeded noise images
 (``[3, H, W]`` float32 in 0..1) of :data:`PROBE_SIZES` one after another. No torch.
 """
 

@@ -79,11 +79,10 @@ def load_model(
         detector(blank)
         detector(noise)
         detector.detect_batch([blank, blank])
-    detector = detectors[0]
     card_path = file.parent / "model_card.json"
     card = read_json(card_path) if card_path.is_file() else {}
     if not card or card.get("model_sha256") not in (None, sha):
-        card = {"metadata": dict(detector.metadata), "note": "no matching model_card.json"}
+        card = {"metadata": dict(detectors[0].metadata), "note": "no matching model_card.json"}
     reference_path = file.parent / "reference.json"  # the optimize stage's (drift monitoring)
     reference = read_json(reference_path) if reference_path.is_file() else None
     return LoadedModel(name, file, detectors, sha, card, reference)

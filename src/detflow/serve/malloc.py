@@ -4,7 +4,7 @@ glibc gives each thread that meets contention its own malloc arena (up to 8 per 
 memory freed into one is rarely returned or reused by another. The server's threads (event
 loop, request threads, one worker per session, ONNX Runtime's pools) each decode and allocate
 images of many sizes, so RSS climbed for the first few thousand requests before it settled:
-+122 MB over 10,000 requests with 2 sessions, +38 MB with the arenas capped at 2
++122 MB over 10,000 requests with 2 sessions, +35 MB with the arenas capped at 2
 (docs/benchmarks.md). Same effect as ``MALLOC_ARENA_MAX=2``; a no-op off glibc.
 """
 

@@ -11,8 +11,10 @@ from detflow.train.optimizers import OPTIMIZERS, SCHEDULES
 
 AMP_MODES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-# train.* keys a resumed run may change: they do not change what the remaining epochs compute
 AUTO = "auto"  # epochs / warmup_steps scaled to the dataset (detflow.train.auto_schedule)
+# torchvision's reference recipe (0.02 at 16 images per step) scaled to the default 4
+DEFAULT_LR = 0.005
+# train.* keys a resumed run may change: they do not change what the remaining epochs compute
 RESUMABLE_KEYS = ("resume", "epochs", "early_stopping_patience", "workers", "threads", "device")
 
 
@@ -25,7 +27,7 @@ class TrainOptions(ConfigOptions):
     epochs: int | Literal["auto"] = AUTO
     batch_size: int = 4
     optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
-    lr: float = 0.005
+    lr: float = DEFAULT_LR
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4

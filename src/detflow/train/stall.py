@@ -15,6 +15,7 @@ rest of the loss still falls, and the run never recovers (measured: a dense-set 
 from __future__ import annotations
 
 from detflow.train import auto_model
+from detflow.train.options import DEFAULT_LR
 
 FLAT_LOSS = 0.05  # a drop under 5 % of the loss over one epoch: flat
 NEAR_ZERO_MAP50 = 0.05
@@ -55,7 +56,7 @@ def stall_warning(history: list[dict], *, check: dict, lr: float) -> str:
             f"(e.g. {lr / 2:g})"
         )
     if lr < TINY_LR:
-        causes.append(f"train.lr={lr:g} is tiny: set train.lr (the default is 0.005)")
+        causes.append(f"train.lr={lr:g} is tiny: set train.lr (the default is {DEFAULT_LR:g})")
     if recall < LOW_RECALL:
         causes.append(
             f"best possible recall {recall:.2f}: the anchors can match only {recall:.0%} of the "
