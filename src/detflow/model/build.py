@@ -2,10 +2,10 @@
 0..1 and returns, per image, ``boxes`` (``[N, 4]`` ``xyxy`` pixels of the input image),
 ``labels`` (``[N]`` int64 category ids 1..C; 0 is background) and ``scores`` (``[N]``).
 
-``fasterrcnn_mobilenet_v2`` (the CPU default) and ``fcos_mobilenet_v2`` are built here on
-torchvision's ImageNet MobileNetV2, whose weights file is available offline
-(:mod:`detflow.model.mobilenet`). Every other name is a torchvision detection builder
-(``torchvision.models.get_model``).
+``fasterrcnn_mobilenet_v2`` (the CPU default), ``fcos_mobilenet_v2`` and
+``ssdlite_mobilenet_v2`` are built here on torchvision's ImageNet MobileNetV2, whose weights
+file is available offline (:mod:`detflow.model.mobilenet`, :mod:`detflow.model.ssdlite`).
+Every other name is a torchvision detection builder (``torchvision.models.get_model``).
 
 Initial weights (``weights``): ``none``; a torchvision weights name of the whole detector
 (``COCO_V1``, ``DEFAULT``…), loaded, then its class head replaced for our class count; or a
@@ -26,7 +26,7 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights, WeightsEnum
 
 from detflow.core.errors import ConfigError, first_line, require_choice, require_positive
-from detflow.model import mobilenet
+from detflow.model import mobilenet, ssdlite
 from detflow.model.backbone import freeze_batchnorm, set_trainable_stages, trunk
 from detflow.model.checkpoint_file import read_checkpoint
 from detflow.model.heads import class_count, replace_class_head
@@ -34,6 +34,7 @@ from detflow.model.heads import class_count, replace_class_head
 CUSTOM_MODELS = {
     "fasterrcnn_mobilenet_v2": mobilenet.fasterrcnn_mobilenet_v2,
     "fcos_mobilenet_v2": mobilenet.fcos_mobilenet_v2,
+    "ssdlite_mobilenet_v2": ssdlite.ssdlite_mobilenet_v2,
 }
 SSD_FIXED_SIZES = {"ssd300_vgg16": 300}  # SSDlite takes any square size
 AUTO = "auto"  # a value the train stage fits to the data (detflow.train.data_check)

@@ -67,7 +67,7 @@ def fasterrcnn_mobilenet_v2(
         box_batch_size_per_image=int(rois_per_image),
         **sizes,
     )
-    return _freeze_and_fold(model, trainable_layers)
+    return freeze_and_fold(model, trainable_layers)
 
 
 def fcos_mobilenet_v2(
@@ -87,7 +87,7 @@ def fcos_mobilenet_v2(
         head=_fcos_head(num_classes),
         **sizes,
     )
-    return _freeze_and_fold(model, trainable_layers)
+    return freeze_and_fold(model, trainable_layers)
 
 
 # torchvision starts FCOS's box regression at bias 0, where its ReLU'd outputs sit on the
@@ -104,7 +104,9 @@ def _fcos_head(num_classes: int) -> FCOSHead:
     return head
 
 
-def _freeze_and_fold(model: nn.Module, trainable_layers: int) -> nn.Module:
+def freeze_and_fold(model: nn.Module, trainable_layers: int) -> nn.Module:
+    """Freeze all but the last ``trainable_layers`` trunk stages, then fold the frozen convs'
+    batch norm (:func:`fold_frozen_batchnorm`); returns ``model``."""
     set_trainable_stages(model, trainable_layers, key="model.trainable_backbone_layers")
     fold_frozen_batchnorm(model.backbone)
     return model

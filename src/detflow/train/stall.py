@@ -36,8 +36,10 @@ def stalled(history: list[dict], *, warmup_epochs: int) -> bool:
 
 
 def box_regression_collapsed(metrics: dict) -> bool:
-    """FCOS's GIoU box loss (``train_bbox_regression``) pinned at 1.0 over an epoch."""
-    return metrics.get("train_bbox_regression", 0.0) >= COLLAPSED_GIOU
+    """FCOS's GIoU box loss (``train_bbox_regression``) pinned at 1.0 over an epoch. FCOS is
+    told by its centerness loss: SSD's ``bbox_regression`` is a smooth-L1 sum, often > 1."""
+    is_fcos = "train_bbox_ctrness" in metrics
+    return is_fcos and metrics.get("train_bbox_regression", 0.0) >= COLLAPSED_GIOU
 
 
 def stall_warning(history: list[dict], *, check: dict, lr: float) -> str:
