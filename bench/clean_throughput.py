@@ -6,7 +6,9 @@ dataset with `collect`, then times, in one process on the same files:
   clean   - detflow.data.clean.clean_dataset with the default policy, with 1 worker process
             and with --workers (default: one per core); the two outputs are compared byte
             for byte
-and prints the ratios clean/decode for each N, plus the scaling from the smallest N.
+and prints the ratios clean/decode for each N, plus the scaling from the smallest N. Before
+each timing, ``os.sync()`` flushes the files written so far (the generated images, the
+previous run's output), so no timing pays for the disk writes of another.
 
 Usage: python bench/clean_throughput.py [--sizes 1000 10000] [--image-size 128] [--workers 2]
 """
@@ -30,6 +32,7 @@ from detflow.data.collect import CollectOptions, collect_dataset
 def _decode_all(dataset_json: Path) -> float:
     dataset = manifest.load_dataset(dataset_json)
     folder = manifest.image_dir(dataset_json, dataset)
+    os.sync()
     start = time.perf_counter()
     for image in dataset["images"]:
         with Image.open(folder / image["file_name"]) as opened:
@@ -38,6 +41,7 @@ def _decode_all(dataset_json: Path) -> float:
 
 
 def _clean(raw: Path, out: Path, *, workers: int) -> float:
+    os.sync()
     start = time.perf_counter()
     clean_dataset(in_json=raw, out_dir=out, workers=workers)
     return time.perf_counter() - start

@@ -221,8 +221,8 @@ def test_auto_schedule_rejects_other_words():
 
 
 def test_an_auto_model_trains_the_chosen_detector_and_records_why(tmp_path):
-    """``model.name: auto`` on 64-px synthetic shapes (one stride-32 map matches few of them):
-    FCOS is trained, and the choice is in the checkpoint, the data check and its metrics."""
+    """``model.name: auto`` on 64-px synthetic shapes: FCOS is trained, and the choice is in
+    the checkpoint, the data check and its metrics."""
     data = tiny_split(tmp_path / "data")
     auto = {
         **TINY_MODEL,
@@ -234,13 +234,39 @@ def test_an_auto_model_trains_the_chosen_detector_and_records_why(tmp_path):
     assert state["model"]["name"] == "fcos_mobilenet_v2"
     assert "rois_per_image" not in state["model"] and "test_proposals" not in state["model"]
     choice = state["data_check"]["auto"]["model.name"]
-    assert choice["value"] == "fcos_mobilenet_v2" and "< 0.75" in choice["reason"]
+    assert choice["value"] == "fcos_mobilenet_v2" and "best possible recall" in choice["reason"]
     recalls = state["data_check"]["best_possible_recall_by_model"]
-    assert recalls["fcos_mobilenet_v2"] > recalls["fasterrcnn_mobilenet_v2"]
+    assert recalls["fcos_mobilenet_v2"] == max(recalls.values())
     shown = auto_model.summary_metrics(seen[0])  # what dvc exp show lists
     assert shown["auto"]["name"] == "fcos_mobilenet_v2"
     model, _ = load_checkpoint(tmp_path / "out" / "last.pt")
     assert type(model).__name__ == "FCOS"
+
+
+@pytest.mark.parametrize(
+    ("fcos", "faster_rcnn", "chosen", "reason"),
+    [
+        (0.80, 0.99, "fcos_mobilenet_v2", "best possible recall 0.800 >= 0.75 at 416 px"),
+        (0.60, 0.70, "fasterrcnn_mobilenet_v2", "anchors match more: 0.700 at 640 px"),
+        (0.60, 0.60, "fcos_mobilenet_v2", "and fasterrcnn_mobilenet_v2 matches no more (0.600)"),
+    ],
+)
+def test_auto_prefers_fcos_unless_faster_rcnn_matches_more_boxes(fcos, faster_rcnn, chosen, reason):
+    from detflow.train.model_choice import choose_model
+
+    recalls = {"fcos_mobilenet_v2": (fcos, 416), "fasterrcnn_mobilenet_v2": (faster_rcnn, 640)}
+    built = []
+
+    def check(config):
+        built.append(config["name"])
+        recall, size = recalls[config["name"]]
+        resolved = {**config, "min_size": size}
+        return resolved, AUTO_POSTPROCESS, {"best_possible_recall": recall, "auto": {}}
+
+    config, _, found = choose_model({**TINY_MODEL, "name": "auto"}, check)
+    assert config["name"] == chosen and reason in found["auto"]["model.name"]["reason"]
+    assert built == (["fcos_mobilenet_v2"] if fcos >= 0.75 else list(recalls))
+    assert found["best_possible_recall_by_model"] == {k: recalls[k][0] for k in built}
 
 
 def test_an_auto_model_from_a_checkpoint_is_that_checkpoints_model(tmp_path):

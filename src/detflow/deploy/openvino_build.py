@@ -8,7 +8,7 @@ INT8, which imports torch when it is installed; the runtime path,
   the same val images as ORT's static INT8, and quantizing the same nodes: those of
   ``optimize.quantize_op_types`` less the ones static INT8 keeps in float
   (``optimize.int8_exclusion``, measured by ``auto``). With NNCF's own choice (it also
-  quantizes e.g. the box decoding's Sub/Div) the default model lost 18.8 mAP50-95 points.
+  quantizes e.g. the box decoding's Sub/Div) the Faster R-CNN model lost 18.8 mAP50-95 points.
   NNCF runs in a child process
   (:func:`build_openvino_int8`): on some graphs OpenVINO crashes while NNCF collects
   statistics (seen with a random-weight 64-px Faster R-CNN, openvino 2026.4.1 / nncf 3.4.0),

@@ -32,15 +32,15 @@ from detflow.deploy.qdq_sensitivity import node_sqnr, sensitive_nodes
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")  # ops with weights: dynamic INT8 and fp16 change these
 # Static INT8 may also quantize the activations flowing between them, so that consecutive ops
 # stay in INT8 instead of a DequantizeLinear/QuantizeLinear pair around each Conv (measured on
-# the default model: 1.25x ort_fp32 and -2.2 mAP50-95 points vs 1.05x and -2.4 with
-# QUANTIZED_OPS only; docs/benchmarks.md).
+# Faster R-CNN, then the default: 1.25x ort_fp32 and -2.2 mAP50-95 points vs 1.05x and -2.4
+# with QUANTIZED_OPS only; docs/benchmarks.md).
 STATIC_OPS = (
     *QUANTIZED_OPS,
     *("Add", "Mul", "Relu", "Clip", "Sigmoid", "Concat", "Resize", "MaxPool"),
     *("Transpose", "Reshape"),
 )
 # The default: all but Mul. ONNX Runtime 1.32 ends the process with a segmentation fault on
-# the default model once its Mul nodes are quantized (each op type added alone to
+# the Faster R-CNN model once its Mul nodes are quantized (each op type added alone to
 # QUANTIZED_OPS and probed with detflow.deploy.crash_probe: only Mul crashed; benchmarks.md).
 DEFAULT_STATIC_OPS = tuple(op for op in STATIC_OPS if op != "Mul")
 CALIBRATION_METHODS = {

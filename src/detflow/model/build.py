@@ -2,10 +2,11 @@
 0..1 and returns, per image, ``boxes`` (``[N, 4]`` ``xyxy`` pixels of the input image),
 ``labels`` (``[N]`` int64 category ids 1..C; 0 is background) and ``scores`` (``[N]``).
 
-``fasterrcnn_mobilenet_v2`` (the CPU default), ``fcos_mobilenet_v2`` and
-``ssdlite_mobilenet_v2`` are built here on torchvision's ImageNet MobileNetV2, whose weights
-file is available offline (:mod:`detflow.model.mobilenet`, :mod:`detflow.model.ssdlite`).
-Every other name is a torchvision detection builder (``torchvision.models.get_model``).
+``fcos_mobilenet_v2`` (what the default ``auto`` picks on most data),
+``fasterrcnn_mobilenet_v2`` and ``ssdlite_mobilenet_v2`` are built here on torchvision's
+ImageNet MobileNetV2, whose weights file is available offline (:mod:`detflow.model.mobilenet`,
+:mod:`detflow.model.ssdlite`). Every other name is a torchvision detection builder
+(``torchvision.models.get_model``).
 
 Initial weights (``weights``): ``none``; a torchvision weights name of the whole detector
 (``COCO_V1``, ``DEFAULT``…), loaded, then its class head replaced for our class count; or a
@@ -38,7 +39,7 @@ CUSTOM_MODELS = {
 }
 SSD_FIXED_SIZES = {"ssd300_vgg16": 300}  # SSDlite takes any square size
 AUTO = "auto"  # a value the train stage fits to the data (detflow.train.data_check)
-DEFAULT_INPUT_SIZE = 416  # input side of the CPU default; model.min_size=auto starts here
+DEFAULT_INPUT_SIZE = 416  # input side of the CPU models; model.min_size=auto starts here
 
 
 def available_models() -> list[str]:

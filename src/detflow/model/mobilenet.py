@@ -1,5 +1,6 @@
 """Detectors on torchvision's ImageNet MobileNetV2, whose weights file is available offline
-(``make weights``): the CPU defaults.
+(``make weights``): FCOS (what the default ``auto`` picks on most data) and Faster R-CNN.
+SSDlite on the same trunk is in :mod:`detflow.model.ssdlite`.
 
 The trunk uses frozen batch norm; each frozen conv + frozen batch norm pair is folded into one
 conv (exact, and faster), so a model's structure depends on ``trainable_backbone_layers``,

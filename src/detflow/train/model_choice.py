@@ -1,16 +1,17 @@
 """``model.name: auto`` (the default, ``conf/model/auto.yaml``): which detector to train,
 chosen from the data check before the first step, with its reason.
 
-- :data:`SINGLE_LEVEL` (Faster R-CNN on the offline MobileNetV2, one stride-32 feature map:
-  the fastest on CPU and the best measured on sparse data such as the bundled set) while its
-  best possible recall, after every ``auto`` of :mod:`detflow.train.auto_model` (a larger
-  input, fitted anchors), reaches :data:`~detflow.train.auto_model.LOW_RECALL`;
-- else :data:`MULTI_LEVEL` (FCOS on the same backbone, a feature pyramid of strides 8-128)
-  when its best possible recall is higher: small, touching objects that one stride-32 map
-  cannot assign (docs/training.md, "Which model").
+- :data:`MULTI_LEVEL` (FCOS on the offline MobileNetV2, a feature pyramid of strides 8-128:
+  the best test mAP of the candidates on every dataset measured, sparse or dense, and the
+  fastest to train here; docs/benchmarks.md, "The candidate table") while its best possible
+  recall, after every ``auto`` of :mod:`detflow.train.auto_model` (a larger input), reaches
+  :data:`~detflow.train.auto_model.LOW_RECALL`;
+- else :data:`SINGLE_LEVEL` (Faster R-CNN on the same backbone, one stride-32 map with anchors
+  fitted to the boxes) when its best possible recall is higher (docs/training.md, "Which
+  model").
 - A checkpoint in ``model.weights`` decides by itself: its own model.
 
-A key only Faster R-CNN has (anchors, RoIs), set to a value instead of ``auto``, keeps it.
+A key only Faster R-CNN has (anchors, RoIs), set to a value instead of ``auto``, picks it.
 """
 
 from __future__ import annotations
@@ -56,34 +57,33 @@ def choose_model(model_config: dict, check: Checker) -> tuple[dict, object, dict
         return _chosen(
             check(candidate(model_config, name)), {}, f"model.weights is a {name} checkpoint"
         )
-    single = check(candidate(model_config, SINGLE_LEVEL))
-    recalls = {SINGLE_LEVEL: single[2]["best_possible_recall"]}
     fixed = [k for k in SINGLE_LEVEL_ONLY if model_config.get(k, AUTO) != AUTO]
     if fixed:
+        single = check(candidate(model_config, SINGLE_LEVEL))
+        recalls = {SINGLE_LEVEL: single[2]["best_possible_recall"]}
         return _chosen(single, recalls, f"model.{fixed[0]} is set (Faster R-CNN only)")
-    size = single[0]["min_size"]
-    if recalls[SINGLE_LEVEL] >= LOW_RECALL:
-        return _chosen(
-            single,
-            recalls,
-            f"best possible recall {recalls[SINGLE_LEVEL]:.3f} >= {LOW_RECALL}"
-            f" at {size} px with one stride-32 feature map",
-        )
     multi = check(candidate(model_config, MULTI_LEVEL))
-    recalls[MULTI_LEVEL] = multi[2]["best_possible_recall"]
-    low = (
-        f"{SINGLE_LEVEL}'s best possible recall {recalls[SINGLE_LEVEL]:.3f} < {LOW_RECALL} "
-        f"at {size} px (one stride-32 feature map: objects too small or too close)"
-    )
-    if recalls[MULTI_LEVEL] > recalls[SINGLE_LEVEL]:
+    recalls = {MULTI_LEVEL: multi[2]["best_possible_recall"]}
+    size = multi[0]["min_size"]
+    if recalls[MULTI_LEVEL] >= LOW_RECALL:
         return _chosen(
             multi,
             recalls,
-            f"{low}; {MULTI_LEVEL}'s feature pyramid (strides 8-128) "
-            f"{recalls[MULTI_LEVEL]:.3f} at {multi[0]['min_size']} px",
+            f"best possible recall {recalls[MULTI_LEVEL]:.3f} >= {LOW_RECALL} at {size} px"
+            " with a feature pyramid (strides 8-128)",
+        )
+    single = check(candidate(model_config, SINGLE_LEVEL))
+    recalls[SINGLE_LEVEL] = single[2]["best_possible_recall"]
+    low = f"{MULTI_LEVEL}'s best possible recall {recalls[MULTI_LEVEL]:.3f} < {LOW_RECALL}"
+    if recalls[SINGLE_LEVEL] > recalls[MULTI_LEVEL]:
+        return _chosen(
+            single,
+            recalls,
+            f"{low} at {size} px; {SINGLE_LEVEL}'s anchors match more: "
+            f"{recalls[SINGLE_LEVEL]:.3f} at {single[0]['min_size']} px",
         )
     return _chosen(
-        single, recalls, f"{low}, and {MULTI_LEVEL} matches no more ({recalls[MULTI_LEVEL]:.3f})"
+        multi, recalls, f"{low}, and {SINGLE_LEVEL} matches no more ({recalls[SINGLE_LEVEL]:.3f})"
     )
 
 
