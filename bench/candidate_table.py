@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = ("fasterrcnn_mobilenet_v2", "fcos_mobilenet_v2", "ssdlite_mobilenet_v2")
 DATA_KEYS = ("raw", "clean", "split", "augmented")
 RUN_KEYS = ("train", "export", "optimized", "deploy", "reports")
+FAILED = {"ort_fp32": None, "int8": None, "openvino_fp32": None}
 
 
 def run_stage(stage: str, data: Path, out: Path, overrides: list[str]) -> float:
@@ -96,14 +97,15 @@ def row(name: str, seeds: list[dict], deployed: dict) -> str:
         status = "" if deployed["int8_status"] == "ok" else f", {deployed['int8_status']}"
         int8 = (
             f"{deployed['int8']} {deployed['int8_ms']:.1f} ms ({ratio:.2f}×, "
-            f"−{deployed['int8_drop']:.2f} pts{status})"
+            f"{-deployed['int8_drop']:+.2f} points{status})"
         )
     openvino = deployed["openvino_fp32"]
     minutes = " / ".join(f"{s['minutes']:.1f}" for s in seeds)
+    fp32 = f"{deployed['ort_fp32']:.1f}" if deployed["ort_fp32"] else "—"
     return (
         f"| {name} | {minutes} "
         f"({statistics.median(s['img_s'] for s in seeds):.1f} img/s) | {spread('map50')} | "
-        f"{spread('map50_95')} | {deployed['ort_fp32']:.1f} | {int8} | "
+        f"{spread('map50_95')} | {fp32} | {int8} | "
         f"{f'{openvino:.1f}' if openvino else '—'} | {deployed['deployed']} |"
     )
 
@@ -141,7 +143,11 @@ def main() -> None:
                 seeds.append(train_seed(data, work / name / f"seed{seed}", seed, overrides))
                 print(f"{name} seed {seed}: {json.dumps(seeds[-1])}", flush=True)
             first = work / name / f"seed{args.seeds[0]}"
-            figures = deploy_figures(data, first, [f"train.seed={args.seeds[0]}", *overrides])
+            try:
+                figures = deploy_figures(data, first, [f"train.seed={args.seeds[0]}", *overrides])
+            except subprocess.CalledProcessError as exc:  # e.g. export's parity check refused
+                stage = Path(exc.cmd[1]).stem
+                figures = {**FAILED, "deployed": f"{stage} failed (its log: {first}/hydra)"}
             print(f"{name} deploy: {json.dumps(figures)}", flush=True)
             rows.append(row(name, seeds, figures))
         print(f"\nseeds {args.seeds}; overrides {args.overrides or 'none'}; per model {extra}")
