@@ -13,14 +13,17 @@ a 320 px input; 0.1 here keeps 40 px boxes matched at 416 px).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from functools import partial
 
-import torch
 from torch import nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD
-from torchvision.models.detection.ssdlite import SSDLiteHead, _extra_block, _normal_init
+from torchvision.models.detection.ssdlite import (
+    SSDLiteFeatureExtractorMobileNet,
+    SSDLiteHead,
+    _extra_block,
+    _normal_init,
+)
 
 from detflow.model.mobilenet import freeze_and_fold
 
@@ -30,12 +33,14 @@ OUT_CHANNELS = [576, 1280, *EXTRA_CHANNELS]
 MIN_SCALE, MAX_SCALE = 0.1, 0.95  # default box side / input side, first and last map
 
 
-class SSDLiteFeatures(nn.Module):
+class SSDLiteFeatures(SSDLiteFeatureExtractorMobileNet):
     """MobileNetV2 split at block 14's expansion layer, plus the extra blocks. Input
-    ``[B, 3, S, S]``; output: five maps ``[B, C_i, S_i, S_i]`` (C: :data:`OUT_CHANNELS`)."""
+    ``[B, 3, S, S]``; output: five maps ``[B, C_i, S_i, S_i]`` (C: :data:`OUT_CHANNELS`).
+    torchvision's extractor, whose ``forward`` this keeps; only the split differs (its
+    ``__init__`` reads MobileNetV3's ``block``, MobileNetV2's blocks hold ``conv``)."""
 
     def __init__(self, features: nn.Sequential, norm_layer) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         split = features[EXPANSION_BLOCK]
         if split.use_res_connect:
             raise ValueError(f"MobileNetV2 block {EXPANSION_BLOCK} must not be residual")
@@ -48,16 +53,6 @@ class SSDLiteFeatures(nn.Module):
             _extra_block(a, b, norm_layer) for a, b in zip(widths, widths[1:], strict=False)
         )
         _normal_init(self.extra)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        output = []
-        for block in self.features:
-            x = block(x)
-            output.append(x)
-        for block in self.extra:
-            x = block(x)
-            output.append(x)
-        return OrderedDict((str(i), v) for i, v in enumerate(output))
 
 
 def ssdlite_mobilenet_v2(
