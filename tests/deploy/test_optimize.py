@@ -29,6 +29,7 @@ from detflow.model.postprocess import model_kwargs
 from detflow.model.postprocess_config import PostprocessOptions
 
 CPU_VARIANTS = ("ort_fp32", "int8_static", "int8_dynamic", "fp16")
+OPENVINO_VARIANTS = ("openvino_fp32", "openvino_bf16", "openvino_int8")
 POSTPROCESS = PostprocessOptions(score_threshold=0.0, nms_iou=0.5, max_detections=20)
 
 
@@ -122,15 +123,19 @@ def test_tensorrt_variants_are_skipped_with_a_reason_never_missing(tiny):
 
 def test_benchmark_covers_every_variant_and_the_budget_rejects(tiny):
     table = benchmark(
-        variants=list(tiny["variants"].values()), dataset=tiny["dataset"], warmup_runs=1
+        variants=list(tiny["variants"].values()),
+        dataset=tiny["dataset"],
+        warmup_runs=1,
+        latency_rounds=2,
     )
     assert list(table) == list(VARIANTS)
     json.dumps(table, allow_nan=False)
     for name in CPU_VARIANTS:
         row = table[name]
         assert row["status"] == "ok" and row["provider"] == "CPUExecutionProvider", name
+        assert row["latency_rounds"] == 2, name  # timed side by side after the accuracy pass
     assert table["openvino_fp32"]["status"] == "ok"
-    assert table["openvino_fp32"]["provider"] == "OpenVINO CPU"
+    assert table["openvino_fp32"]["provider"] == "OpenVINO CPU f32"
     if tiny["variants"]["openvino_int8"].skipped is None:
         assert table["openvino_int8"]["status"] == "ok"
         assert row["throughput_img_s"] > 0 and row["latency_ms_p95"] >= row["latency_ms_p50"]
@@ -138,7 +143,7 @@ def test_benchmark_covers_every_variant_and_the_budget_rejects(tiny):
     assert all(f"| {name} |" in markdown_table(table) for name in VARIANTS)
     generous = apply_budget(table, max_map_drop=100.0)
     assert all(generous[n]["status"] == "ok" for n in CPU_VARIANTS)
-    assert fastest_accepted(generous) in (*CPU_VARIANTS, "openvino_fp32", "openvino_int8")
+    assert fastest_accepted(generous) in (*CPU_VARIANTS, *OPENVINO_VARIANTS)
     strict = apply_budget(table, max_map_drop=-1.0)  # even the reference loses "more"
     assert all(strict[n]["status"].startswith("rejected: ") for n in CPU_VARIANTS)
     assert strict["tensorrt_int8"]["status"].startswith("skipped: ")
@@ -234,9 +239,9 @@ def test_openvino_variants_match_ort_and_deploy_as_ir(tiny, tmp_path):
     image = tiny["dataset"][1][0].numpy()
     reference = OnnxDetector(tiny["variants"]["ort_fp32"].path)(image)
     fp32 = open_model(tiny["variants"]["openvino_fp32"].path)(image)
-    assert fp32["boxes"].shape == reference["boxes"].shape
-    np.testing.assert_allclose(fp32["scores"], reference["scores"], atol=1e-3)
-    np.testing.assert_allclose(fp32["boxes"], reference["boxes"], atol=0.05)
+    assert fp32["boxes"].shape == reference["boxes"].shape  # float32, not bf16 (AMX CPUs):
+    np.testing.assert_allclose(fp32["scores"], reference["scores"], atol=1e-5)
+    np.testing.assert_allclose(fp32["boxes"], reference["boxes"], atol=1e-3)
     assert b"FakeQuantize" not in tiny["variants"]["openvino_fp32"].path.read_bytes()
     variant = tiny["variants"]["openvino_int8"]
     if variant.skipped is None:
@@ -250,8 +255,53 @@ def test_openvino_variants_match_ort_and_deploy_as_ir(tiny, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["model.bin", "model.xml", "model_card.json"]
     assert card["class_names"] == ["circle", "square"] and card["postprocess"]["max_detections"]
     detector = open_model(out)  # the folder resolves to the IR, run by OpenVINO
-    assert detector.provider == "OpenVINO CPU" and detector.postprocess == POSTPROCESS
+    assert detector.provider.startswith("OpenVINO CPU ") and detector.postprocess == POSTPROCESS
     assert detector(image)["boxes"].shape[1] == 4
+
+
+def test_openvino_bf16_runs_in_bf16_where_the_cpu_has_it(tiny):
+    from detflow.deploy.openvino_detector import native_bf16
+    from detflow.deploy.runtime import open_model
+
+    variant = tiny["variants"]["openvino_bf16"]
+    if not native_bf16():
+        assert variant.path is None and "no native bf16" in variant.skipped
+        return
+    image = tiny["dataset"][1][0].numpy()
+    bf16, fp32 = open_model(variant.path), open_model(tiny["variants"]["openvino_fp32"].path)
+    assert (bf16.provider, fp32.provider) == ("OpenVINO CPU bf16", "OpenVINO CPU f32")
+    # the same IR: only the recorded precision differs, and it reaches the plugin
+    assert variant.path.with_suffix(".bin").read_bytes() == (
+        tiny["variants"]["openvino_fp32"].path.with_suffix(".bin").read_bytes()
+    )
+    low, high = bf16(image)["scores"], fp32(image)["scores"]
+    assert len(low) and not np.array_equal(low[: len(high)], high[: len(low)])
+
+
+def test_openvino_batches_run_on_streams_with_each_image_own_detections(tiny):
+    from detflow.deploy.runtime import open_model
+
+    detector = open_model(tiny["variants"]["openvino_fp32"].path)
+    rng = np.random.default_rng(3)
+    images = [tiny["dataset"][i][0].numpy() for i in range(4)]
+    images.append(rng.random((3, 48, 80), np.float32))  # sizes may differ
+    outputs = detector.detect_batch(images)
+    assert len(outputs) == len(images)
+    for image, out in zip(images, outputs, strict=True):
+        alone = detector(image)
+        assert sorted(out) == sorted(alone)
+        for key in alone:
+            np.testing.assert_allclose(out[key], alone[key], atol=1e-4)
+    assert detector.detect_batch(images[:1])[0]["scores"].shape == outputs[0]["scores"].shape
+
+
+def test_an_unknown_recorded_precision_names_the_file_and_the_fix(tmp_path):
+    from detflow.deploy.openvino_detector import _precision
+
+    assert _precision(tmp_path / "m.xml", None) is None  # built before it was recorded
+    assert _precision(tmp_path / "m.xml", "f32") == "f32"
+    with pytest.raises(DetflowError, match=r"m\.xml: detflow_inference_precision='fp8'.*optimize"):
+        _precision(tmp_path / "m.xml", "fp8")
 
 
 def test_sqnr_and_the_selection_by_hand():

@@ -7,7 +7,10 @@ crashed its runtime on one of the probe inputs of :mod:`detflow.deploy.crash_pro
 variant that ran also holds ``size_mb``, ``map50_95``, ``map50`` (COCO, test split, after the
 post-processing in the model's metadata), ``latency_ms_p50|p95`` (batch 1, one image per
 call), ``throughput_img_s`` (test images per second of inference, one after another) and
-``provider`` (the ORT execution provider, or OpenVINO's device, that ran it).
+``provider`` (the ORT execution provider, or OpenVINO's device, that ran it). With
+``optimize.latency_rounds`` > 0 the latency and throughput come from that many rounds timing
+every variant side by side (:mod:`detflow.deploy.latency_rounds`; ``latency_rounds`` in the
+row), else from the accuracy pass, one variant after another.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from detflow.core.errors import DetflowError
 from detflow.deploy.crash_probe import crash_reason
 from detflow.deploy.detectors import load_detector, model_bytes
+from detflow.deploy.latency_rounds import time_in_rounds
 from detflow.deploy.quantize import calibration_images
 from detflow.deploy.variants import OptimizeOptions, Variant, build_variants
 from detflow.evaluate.metrics import evaluate_predictor
@@ -39,15 +43,23 @@ def build_and_benchmark(
         calibration=calibration_images(val, options.calibration_images),
         options=options,
     )
-    table = benchmark(variants=variants, dataset=test, warmup_runs=options.warmup_runs)
+    table = benchmark(
+        variants=variants,
+        dataset=test,
+        warmup_runs=options.warmup_runs,
+        latency_rounds=options.latency_rounds,
+    )
     return variants, apply_budget(table, max_map_drop=options.max_map_drop)
 
 
-def benchmark(*, variants: list[Variant], dataset, warmup_runs: int = 2) -> dict[str, dict]:
-    """Run each variant over ``dataset`` (a DetectionDataset); returns name → row."""
+def benchmark(
+    *, variants: list[Variant], dataset, warmup_runs: int = 2, latency_rounds: int = 0
+) -> dict[str, dict]:
+    """Run each variant over ``dataset`` (a DetectionDataset); returns name → row (see the
+    module doc for ``latency_rounds``)."""
     if len(dataset) == 0:
         raise DetflowError("optimize: the test split is empty; nothing to benchmark on")
-    table = {}
+    table, ran = {}, {}
     for variant in variants:
         if variant.skipped is not None:
             table[variant.name] = {"status": f"skipped: {variant.skipped}"}
@@ -70,7 +82,11 @@ def benchmark(*, variants: list[Variant], dataset, warmup_runs: int = 2) -> dict
             table[variant.name] = {"status": f"skipped: {detector.provider} cannot run it: {exc}"}
             continue
         table[variant.name] = _measure(detector, dataset)
-        del detector  # one session alive at a time
+        ran[variant.name] = detector
+    if latency_rounds and ran:
+        images = [dataset[index][0].numpy() for index in range(len(dataset))]
+        for name, timing in time_in_rounds(ran, images, rounds=latency_rounds).items():
+            table[name].update(timing)
     return table
 
 

@@ -6,9 +6,11 @@
 - ``int8_dynamic``: INT8 weights, activations quantized at run time.
 - ``fp16``: float16 convolutions and matrix products (for GPUs; run by CUDA when present,
   else by the CPU provider).
-- ``openvino_fp32`` / ``openvino_int8``: OpenVINO IR (``.xml`` + ``.bin``), converted from
-  the export, INT8 by NNCF post-training quantization on the same calibration images
-  (:mod:`detflow.deploy.openvino_build`); skipped with the reason without ``openvino``.
+- ``openvino_fp32`` / ``openvino_bf16`` / ``openvino_int8``: OpenVINO IR (``.xml`` +
+  ``.bin``), converted from the export and run in float32 / in bf16 (skipped where the CPU
+  has no native bf16) / INT8 by NNCF post-training quantization on the same calibration
+  images (:mod:`detflow.deploy.openvino_build`); skipped with the reason without
+  ``openvino``.
 - ``tensorrt_fp16`` / ``tensorrt_int8``: TensorRT engines built by ONNX Runtime's TensorRT
   execution provider (int8: from a QDQ model, TensorRT's explicit quantization). Where the
   provider, the tensorrt package or a CUDA GPU is missing they are :class:`Variant` s with
@@ -33,7 +35,7 @@ from detflow.core.files import atomic_dir, atomic_file, write_json
 from detflow.core.options import ConfigOptions
 from detflow.deploy.onnx_detector import make_session
 from detflow.deploy.openvino_build import build_openvino, build_openvino_int8
-from detflow.deploy.openvino_detector import openvino_missing
+from detflow.deploy.openvino_detector import native_bf16, openvino_missing
 from detflow.deploy.quantize import (
     CALIBRATION_METHODS,
     DEFAULT_STATIC_OPS,
@@ -47,7 +49,7 @@ from detflow.deploy.quantize import (
 
 VARIANTS = (
     *("ort_fp32", "int8_static", "int8_dynamic", "fp16", "tensorrt_fp16", "tensorrt_int8"),
-    *("openvino_fp32", "openvino_int8"),
+    *("openvino_fp32", "openvino_bf16", "openvino_int8"),
 )
 WEIGHT_OP_VARIANTS = ("int8_dynamic", "fp16")  # change only the ops with weights
 CPU = "CPUExecutionProvider"
@@ -67,6 +69,7 @@ class OptimizeOptions(ConfigOptions):
     )
     max_map_drop: float = 1.0
     warmup_runs: int = 2
+    latency_rounds: int = 3
     calibration_method: str = field(
         default="minmax", metadata={"choices": tuple(CALIBRATION_METHODS)}
     )
@@ -84,6 +87,9 @@ class OptimizeOptions(ConfigOptions):
         if len(set(self.variants)) != len(self.variants):
             raise ConfigError(f"optimize.variants={list(self.variants)} names a variant twice")
         require_positive("optimize.warmup_runs", self.warmup_runs, allow_zero=True, integer=True)
+        require_positive(
+            "optimize.latency_rounds", self.latency_rounds, allow_zero=True, integer=True
+        )
         require_positive("optimize.calibration_images", self.calibration_images, integer=True)
         require_positive("optimize.auto_min_sqnr_db", self.auto_min_sqnr_db, allow_zero=True)
         ops = self.quantize_op_types
@@ -210,21 +216,29 @@ def _float_nodes(source: Path, target: Path, int8: dict) -> dict:
 
 
 def _build_openvino(name: str, source: Path, out_dir: Path, int8: dict) -> Variant:
-    """``openvino_fp32`` / ``openvino_int8`` as ``out_dir/<name>.xml``; INT8 keeps in float
-    the nodes static INT8 keeps in float (measured once, shared with ``int8_static``)."""
+    """``openvino_fp32`` / ``openvino_bf16`` / ``openvino_int8`` as ``out_dir/<name>.xml``;
+    INT8 keeps in float the nodes static INT8 keeps in float (measured once, shared with
+    ``int8_static``), run in bf16 where the CPU has it natively."""
     reason = openvino_missing()
     if reason is not None:
         return Variant(name, skipped=reason)
+    bf16 = native_bf16()
+    if name == "openvino_bf16" and not bf16:
+        return Variant(name, skipped="this CPU has no native bf16 (AMX or AVX-512 BF16)")
     target = out_dir / f"{name}.xml"
-    if name == "openvino_fp32":
-        build_openvino(source, target)
+    if name in ("openvino_fp32", "openvino_bf16"):
+        build_openvino(source, target, precision="bf16" if name == "openvino_bf16" else "f32")
         return Variant(name, target, providers=[])
     if "float_nodes" not in int8:
         with tempfile.TemporaryDirectory() as work:
             _float_nodes(source, Path(work) / "int8_static.onnx", int8)
     float_nodes = {*int8["float_nodes"]["float_nodes"], *_unquantized(source, int8["op_types"])}
     failed = build_openvino_int8(
-        source, target, calibration=int8["calibration"], float_nodes=sorted(float_nodes)
+        source,
+        target,
+        precision="bf16" if bf16 else "f32",
+        calibration=int8["calibration"],
+        float_nodes=sorted(float_nodes),
     )
     if failed:
         return Variant(name, skipped=failed)

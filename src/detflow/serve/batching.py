@@ -5,8 +5,8 @@ take turns on the one queue, so a run on one can overlap a run on another). A wo
 the first waiting image, then more until it holds ``max_batch`` or
 ``max_wait_ms`` has passed, and runs them as one batch on the model it holds at that moment
 (a hot reload swaps the model between runs, never inside one): one ONNX Runtime call on the
-graph with a batch axis (:mod:`detflow.deploy.batch_graph`; an OpenVINO model runs the
-images one after another). Should a batch fail, its images run one by one, so one bad image
+graph with a batch axis (:mod:`detflow.deploy.batch_graph`; an OpenVINO model runs them on
+parallel inference streams). Should a batch fail, its images run one by one, so one bad image
 fails only its own request. A full queue raises :class:`QueueFull` (the API answers 503
 with ``Retry-After``).
 """
