@@ -44,6 +44,12 @@ def test_images(split: Path, count: int) -> list[np.ndarray]:
     return [image_input(np.asarray(load_rgb(folder / name))) for name in names]
 
 
+def label(path: Path) -> str:
+    """``path``, with the deployed variant for a deploy folder (its ``model_card.json``)."""
+    card = path / "model_card.json"
+    return f"{path} ({read_json(card)['variant']})" if card.is_file() else str(path)
+
+
 def one_by_one(detector, images: list[np.ndarray]) -> list[dict]:
     return [detector(image) for image in images]
 
@@ -88,7 +94,7 @@ def main() -> None:
     images = test_images(args.split, args.images)
     if len(images) < args.images:
         parser.error(f"--images={args.images}: {args.split} has {len(images)} images")
-    detectors = {str(path): open_model(path, threads=args.threads) for path in args.models}
+    detectors = {label(path): open_model(path, threads=args.threads) for path in args.models}
     print(f"{os.cpu_count()} cores; {len(images)} test images; {args.rounds} rounds")
     modes = {"batch 1": one_by_one, f"batch {BATCH}": in_batches}
     same = {}

@@ -7,8 +7,8 @@ its seed-0 checkpoint goes through export and optimize. Prints a markdown table:
 minutes per seed (wall time of the train stage, validation included) and train img/s, test
 mAP50 and mAP50-95 per seed and mean ± sd, then from optimize's one side-by-side run on the
 test split: ORT FP32 p50 latency, the best INT8 variant (the fastest within the budget, else
-the fastest with its status) and its ratio to ORT FP32, OpenVINO FP32, and what optimize
-deploys.
+the fastest with its status) and its ratio to ORT FP32, OpenVINO FP32 and bf16, and what
+optimize deploys.
 
 Usage: python bench/candidate_table.py [--models NAME ...] [--seeds 0 1 2] [--work DIR]
        [--set NAME:KEY=VALUE ...] [OVERRIDE ...]
@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = ("fasterrcnn_mobilenet_v2", "fcos_mobilenet_v2", "ssdlite_mobilenet_v2")
 DATA_KEYS = ("raw", "clean", "split", "augmented")
 RUN_KEYS = ("train", "export", "optimized", "deploy", "reports")
-FAILED = {"ort_fp32": None, "int8": None, "openvino_fp32": None}
+OPENVINO_FLOAT = ("openvino_fp32", "openvino_bf16")
+FAILED = {"ort_fp32": None, "int8": None, **dict.fromkeys(OPENVINO_FLOAT)}
 
 
 def run_stage(stage: str, data: Path, out: Path, overrides: list[str]) -> float:
@@ -79,7 +80,7 @@ def deploy_figures(data: Path, out: Path, overrides: list[str]) -> dict:
         "int8_ms": measured[best]["latency_ms_p50"] if best else None,
         "int8_status": measured[best]["status"] if best else "none measured",
         "int8_drop": measured[best]["map_drop"] if best else None,
-        "openvino_fp32": measured.get("openvino_fp32", {}).get("latency_ms_p50"),
+        **{k: measured.get(k, {}).get("latency_ms_p50") for k in OPENVINO_FLOAT},
         "deployed": deployed,
     }
 
@@ -99,14 +100,14 @@ def row(name: str, seeds: list[dict], deployed: dict) -> str:
             f"{deployed['int8']} {deployed['int8_ms']:.1f} ms ({ratio:.2f}×, "
             f"{-deployed['int8_drop']:+.2f} points{status})"
         )
-    openvino = deployed["openvino_fp32"]
+    openvino = " | ".join(f"{deployed[k]:.1f}" if deployed[k] else "—" for k in OPENVINO_FLOAT)
     minutes = " / ".join(f"{s['minutes']:.1f}" for s in seeds)
     fp32 = f"{deployed['ort_fp32']:.1f}" if deployed["ort_fp32"] else "—"
     return (
         f"| {name} | {minutes} "
         f"({statistics.median(s['img_s'] for s in seeds):.1f} img/s) | {spread('map50')} | "
         f"{spread('map50_95')} | {fp32} | {int8} | "
-        f"{f'{openvino:.1f}' if openvino else '—'} | {deployed['deployed']} |"
+        f"{openvino} | {deployed['deployed']} |"
     )
 
 
@@ -154,9 +155,9 @@ def main() -> None:
         print(
             "| model | train minutes per seed (img/s) | test mAP50 per seed (mean ± sd) | "
             "mAP50-95 (mean ± sd) | ORT FP32 ms | best INT8 (× ORT FP32, drop) | "
-            "OpenVINO FP32 ms | deployed |"
+            "OpenVINO FP32 ms | OpenVINO bf16 ms | deployed |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
 
 
