@@ -4,14 +4,14 @@
 Hamming distance of their hashes is at most ``max_distance``. Candidate pairs come from
 multi-index hashing: the hash is cut into ``max_distance + 1`` chunks, and two hashes within
 that distance must agree exactly on at least one chunk (pigeonhole), so only images sharing a
-chunk value are compared. Near-duplicate pairs are merged into clusters with union-find.
+chunk value are compared (in NumPy). Near-duplicate pairs are merged into clusters with
+union-find.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import imagehash
+import numpy as np
 from PIL import Image
 
 HASH_BITS = 64
@@ -28,23 +28,42 @@ def hamming(a: int, b: int) -> int:
 
 def near_duplicate_pairs(hashes: list[int], *, max_distance: int) -> list[tuple[int, int, int]]:
     """All index pairs ``(i, j, distance)`` with ``i < j`` and Hamming distance
-    ``<= max_distance``, sorted; cost grows with the pairs sharing a chunk, not with n²."""
-    if max_distance < 0:
+    ``<= max_distance``, sorted. Cost grows with the candidate pairs (images sharing a chunk
+    value), not with n², and each chunk's candidates are compared in NumPy, whole arrays at
+    a time (:func:`_chunk_pairs`): a Python loop over them made clean superlinear at 100 k
+    similar images."""
+    if max_distance < 0 or len(hashes) < 2:
         return []
-    chunks = _chunk_masks(max_distance + 1)
-    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for index, value in enumerate(hashes):
-        for k, (shift, mask) in enumerate(chunks):
-            buckets[(k, (value >> shift) & mask)].append(index)
-    found = {}
-    for members in buckets.values():
-        for a_pos, i in enumerate(members):
-            for j in members[a_pos + 1 :]:
-                if (i, j) not in found:
-                    distance = hamming(hashes[i], hashes[j])
-                    if distance <= max_distance:
-                        found[(i, j)] = distance
-    return sorted((i, j, d) for (i, j), d in found.items())
+    values = np.array(hashes, dtype=np.uint64)
+    found = [
+        _chunk_pairs(values, shift, mask, max_distance=max_distance)
+        for shift, mask in _chunk_masks(max_distance + 1)
+    ]
+    codes = np.unique(np.concatenate(found))  # i * n + j: each pair once, sorted
+    first, second = np.divmod(codes, len(hashes))
+    distance = np.bitwise_count(values[first] ^ values[second])
+    return list(zip(first.tolist(), second.tolist(), distance.tolist(), strict=True))
+
+
+def _chunk_pairs(values: np.ndarray, shift: int, mask: int, *, max_distance: int) -> np.ndarray:
+    """The pairs ``(i, j)``, ``i < j``, as ``i * n + j`` (int64), of the hashes whose bits
+    ``shift .. shift + width`` (``mask``) are equal and whose distance is at most
+    ``max_distance``. Sorted by that chunk, position ``k`` pairs with ``k + t`` for t = 1, 2,
+    … while both are in the same run of equal values (the positions still in a longer run
+    shrink with t, so the work is the candidate pairs')."""
+    keys = (values >> np.uint64(shift)) & np.uint64(mask)
+    order = np.argsort(keys, kind="stable")
+    run = np.cumsum(np.r_[0, keys[order][1:] != keys[order][:-1]])  # run id per position
+    ordered = values[order]
+    active, step, found = np.arange(len(values) - 1), 1, [np.empty(0, np.int64)]
+    while active.size:
+        active = active[active + step < len(values)]
+        active = active[run[active + step] == run[active]]
+        near = np.bitwise_count(ordered[active] ^ ordered[active + step]) <= max_distance
+        a, b = order[active[near]], order[active[near] + step]
+        found.append(np.minimum(a, b) * len(values) + np.maximum(a, b))
+        step += 1
+    return np.concatenate(found)
 
 
 def clusters(count: int, pairs) -> list[int]:

@@ -100,7 +100,7 @@ class Job:
 
 class BatchWorker:
     """The queue and worker threads of one model (one thread per session of the model it
-    holds); ``on_run(model, size)`` after each run."""
+    holds); ``on_run(model, size)`` as each run starts, before any of its answers."""
 
     def __init__(
         self,
@@ -177,6 +177,7 @@ class BatchWorker:
             detector = model.detectors[index % len(model.detectors)]
             batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
             size = len(batch)
+            self._observe(model, size)  # before any answer: a client then sees it in /metrics
             left = self._run_batch(model, detector, batch) if size > 1 else batch
             for job in left:  # one by one: a single image, or a batch that failed
                 try:
@@ -187,11 +188,13 @@ class BatchWorker:
                     job.future.set_exception(exc)
                 else:
                     job.future.set_result((output, latency_ms, model, 1))
-            if self.on_run is not None:
-                try:
-                    self.on_run(model, size)
-                except Exception:  # noqa: BLE001 - metrics never stop serving
-                    log.exception("on_run callback failed")
+
+    def _observe(self, model: LoadedModel, size: int) -> None:
+        if self.on_run is not None:
+            try:
+                self.on_run(model, size)
+            except Exception:  # noqa: BLE001 - metrics never stop serving
+                log.exception("on_run callback failed")
 
     @staticmethod
     def _run_batch(model: LoadedModel, detector: OnnxDetector, batch: list[Job]) -> list[Job]:
