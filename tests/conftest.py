@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,25 @@ def tiny_repo(tmp_path_factory) -> Path:
     from repo_helpers import make_tiny_repo
 
     return make_tiny_repo(tmp_path_factory.mktemp("detflow") / "repo")
+
+
+@pytest.fixture(autouse=True)
+def _no_python_sigchld_handler():
+    """After each test, SIGCHLD back at its default action when a test left a Python handler.
+
+    torch's DataLoader installs one (once per process) when a test iterates it with workers.
+    In a worker that then ran OpenVINO bf16 inference on its main thread
+    (tests/deploy/test_optimize.py), the next child exit killed the worker with a SIGSEGV
+    sent by the kernel (``si_code`` SI_KERNEL, in ``poll``: it could not build the handler's
+    signal frame), in that module or in the next one that started a child. Reproduced with
+    tests/train/test_train.py before test_optimize.py; gone without the bf16 variant or
+    without the handler; not reproduced with OpenVINO alone. No detflow command trains and
+    runs OpenVINO in one process. torch does not install it again (it keeps a flag); a
+    DataLoader then finds a dead worker by its own timeout checks."""
+    yield
+    handler = signal.getsignal(signal.SIGCHLD)
+    if callable(handler):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 @pytest.fixture

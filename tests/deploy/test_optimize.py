@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 
 import numpy as np
 import onnx
@@ -32,22 +31,6 @@ from detflow.model.postprocess_config import PostprocessOptions
 CPU_VARIANTS = ("ort_fp32", "int8_static", "int8_dynamic", "fp16")
 OPENVINO_VARIANTS = ("openvino_fp32", "openvino_bf16", "openvino_int8")
 POSTPROCESS = PostprocessOptions(score_threshold=0.0, nms_iou=0.5, max_detections=20)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _sigchld_default():
-    """SIGCHLD at its default action while this module runs OpenVINO in the test process.
-
-    torch's DataLoader installs a Python SIGCHLD handler in a process that trained (an
-    earlier module on the same worker). After this module's OpenVINO bf16 inference on the
-    main thread, the next child exit (``git`` in ``source_commit``) killed the worker with a
-    SIGSEGV sent by the kernel (``si_code`` SI_KERNEL, in ``poll``: it could not build the
-    handler's signal frame). Reproduced with tests/train/test_train.py before this module,
-    gone without the bf16 variant or without the handler; not reproduced with OpenVINO alone.
-    No detflow command trains and runs OpenVINO in one process."""
-    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    yield
-    signal.signal(signal.SIGCHLD, previous)
 
 
 @pytest.fixture(scope="module")
