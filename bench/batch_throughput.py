@@ -30,6 +30,7 @@ import numpy as np
 
 from detflow.core.files import read_json
 from detflow.core.images import load_rgb
+from detflow.data import manifest
 from detflow.deploy.runtime import image_input, open_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,8 +39,8 @@ BATCH = 8
 
 def test_images(split: Path, count: int) -> list[np.ndarray]:
     """The split's first ``count`` images (file order), as ``[3, H, W]`` float32 0..1."""
-    data = read_json(split)
-    folder = (split.parent / data["detflow"]["image_dir"]).resolve()
+    data = manifest.load_dataset(split)
+    folder = manifest.image_dir(split, data)
     names = sorted(image["file_name"] for image in data["images"])[:count]
     return [image_input(np.asarray(load_rgb(folder / name))) for name in names]
 
