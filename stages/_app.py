@@ -24,8 +24,9 @@ from omegaconf.errors import MissingMandatoryValue
 
 from detflow.core.errors import DetflowError
 from detflow.pipeline.config_safety import check_targets
+from detflow.pipeline.pythonpath import prepend_pythonpath
 
-from _sweep import share_stage_helpers, sweep_result
+from _sweep import sweep_result
 
 log = logging.getLogger("detflow")
 PARAMS_CONFIG = "params"  # the --config-name DVC passes: params.yaml is the whole config
@@ -65,5 +66,5 @@ def stage(run=None, *, objective: str | None = None):
         print(f"detflow {name}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
-    share_stage_helpers()
+    prepend_pythonpath(Path(__file__).resolve().parent)  # jobs in fresh interpreters import _app
     return hydra.main(config_path="../conf", config_name="config", version_base="1.3")(task)

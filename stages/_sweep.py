@@ -18,10 +18,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from detflow.core.errors import DetflowError
-from detflow.pipeline.sweep_summary import summarize_sweep, write_job_result
+from detflow.pipeline.sweep_summary import job_result, summarize_sweep
 
 log = logging.getLogger("detflow")
-STAGES_DIR = Path(__file__).resolve().parent
 
 
 class SweepSummaryCallback(Callback):
@@ -45,29 +44,17 @@ class SweepSummaryCallback(Callback):
             print(f"best: {summary.best_command}", flush=True)
 
 
-def share_stage_helpers() -> None:
-    """Put stages/ on PYTHONPATH, so that launchers starting fresh interpreters (joblib's
-    workers, submitit jobs here or on SLURM nodes) can unpickle a task that uses _app and
-    _sweep, as the stage script itself can (its folder is its sys.path[0])."""
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if str(STAGES_DIR) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STAGES_DIR), *paths]))
-
-
 def sweep_result(summary: dict, objective: str | None, *, job_dir: Path):
-    """In a sweep, record this job's result in ``job_dir`` (rank 0 only) and return what the
-    sweeper gets: the objective's value, or the summary when the stage has none. Otherwise
-    return the summary."""
+    """In a sweep, this job's result as :func:`detflow.pipeline.sweep_summary.job_result`
+    records and returns it; otherwise the summary."""
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return summary
-    if int(os.environ.get("RANK", "0")) == 0:
-        record = write_job_result(
-            job_dir=job_dir,
-            job=hydra_cfg.job.num,
-            overrides=list(hydra_cfg.overrides.task),
-            summary=summary,
-            objective=objective,
-        )
-        return summary if objective is None else record["value"]
-    return summary if objective is None else float(summary[objective])
+    return job_result(
+        job_dir=job_dir,
+        job=hydra_cfg.job.num,
+        overrides=list(hydra_cfg.overrides.task),
+        summary=summary,
+        objective=objective,
+        rank=int(os.environ.get("RANK", "0")),
+    )

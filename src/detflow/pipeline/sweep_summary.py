@@ -52,6 +52,26 @@ def write_job_result(
     return record
 
 
+def job_result(
+    *,
+    job_dir: str | Path,
+    job: int,
+    overrides: list[str],
+    summary: dict,
+    objective: str | None,
+    rank: int,
+):
+    """What a sweep job returns to the sweeper: the objective's value, or the summary when
+    the stage has none; rank 0 of a distributed job also records it
+    (:func:`write_job_result`)."""
+    if rank == 0:
+        record = write_job_result(
+            job_dir=job_dir, job=job, overrides=overrides, summary=summary, objective=objective
+        )
+        return summary if objective is None else record["value"]
+    return summary if objective is None else float(summary[objective])
+
+
 def read_job_results(sweep_dir: str | Path) -> list[dict]:
     """Every job record under ``sweep_dir`` (any depth), in job order."""
     sweep_dir = Path(sweep_dir)
