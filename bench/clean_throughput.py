@@ -1,16 +1,22 @@
 """Benchmark: clean's throughput against merely decoding every image once.
 
 Generates N synthetic images (seeded shapes on textured backgrounds, PNG) into a canonical
-dataset with `collect`, then times, in one process on the same files:
+dataset with `collect`, then times, in one process on the same files, ``--rounds`` times in
+turn (medians reported: this 2-core VM's speed drifts by 10-20 % between minutes):
   decode  - PIL open + full decode of every image (the floor any cleaning must pay)
+  copy    - copy every image file to a new folder (clean's output folder also gets one new
+            file per image; on this machine's ext4 creating a file costs 0.02-0.2 ms,
+            depending on where the folder lands, against about 0.35 ms to decode one 128 px
+            PNG): context for the ratios, not part of them
   clean   - detflow.data.clean.clean_dataset with the default policy, with 1 worker process
-            and with --workers (default: one per core); the two outputs are compared byte
-            for byte
+            and with --workers (default: one per core); the outputs are compared byte for
+            byte
 and prints the ratios clean/decode for each N, plus the scaling from the smallest N. Before
 each timing, ``os.sync()`` flushes the files written so far (the generated images, the
 previous run's output), so no timing pays for the disk writes of another.
 
 Usage: python bench/clean_throughput.py [--sizes 1000 10000] [--image-size 128] [--workers 2]
+       [--rounds 3]
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
+import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +48,20 @@ def _decode_all(dataset_json: Path) -> float:
     return time.perf_counter() - start
 
 
+def _copy_all(dataset_json: Path, out: Path) -> float:
+    dataset = manifest.load_dataset(dataset_json)
+    folder = manifest.image_dir(dataset_json, dataset)
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()
+    start = time.perf_counter()
+    out.mkdir()
+    for image in dataset["images"]:
+        shutil.copyfile(folder / image["file_name"], out / image["file_name"])
+    return time.perf_counter() - start
+
+
 def _clean(raw: Path, out: Path, *, workers: int) -> float:
+    shutil.rmtree(out, ignore_errors=True)
     os.sync()
     start = time.perf_counter()
     clean_dataset(in_json=raw, out_dir=out, workers=workers)
@@ -60,14 +81,18 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores; images {args.image_size}x{args.image_size} PNG")
+    print(
+        f"machine: {os.cpu_count()} cores; images {args.image_size}x{args.image_size} PNG; "
+        f"medians of {args.rounds} rounds"
+    )
     w = args.workers
     print(
-        f"| images | decode s | clean 1 worker s | clean {w} workers s | 1w/decode "
+        f"| images | decode s | copy s | clean 1 worker s | clean {w} workers s | 1w/decode "
         f"| {w}w/decode | {w}w img/s | outputs identical |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     first = None
     for count in args.sizes:
         with tempfile.TemporaryDirectory() as work:
@@ -81,15 +106,20 @@ def main() -> None:
             }
             collect_dataset(options=CollectOptions(source=source), out_dir=work / "raw")
             raw = work / "raw" / "dataset.json"
-            _decode_all(raw)  # warm the page cache: both timings read from memory
-            decode = _decode_all(raw)
-            single = _clean(raw, work / "clean1", workers=1)
-            clean = _clean(raw, work / "cleanN", workers=w)
-            same = _same_tree(work / "clean1", work / "cleanN")
+            _decode_all(raw)  # warm the page cache: every timing reads from memory
+            times: dict[str, list[float]] = {"decode": [], "copy": [], "1": [], "N": []}
+            same = True
+            for _ in range(args.rounds):
+                times["decode"].append(_decode_all(raw))
+                times["copy"].append(_copy_all(raw, work / "copy"))
+                times["1"].append(_clean(raw, work / "clean1", workers=1))
+                times["N"].append(_clean(raw, work / "cleanN", workers=w))
+                same = same and _same_tree(work / "clean1", work / "cleanN")
+        decode, copy, single, clean = (statistics.median(t) for t in times.values())
         first = first or (count, clean)
         print(
-            f"| {count} | {decode:.2f} | {single:.2f} | {clean:.2f} | {single / decode:.2f}x "
-            f"| {clean / decode:.2f}x | {count / clean:.0f} | {same} |"
+            f"| {count} | {decode:.2f} | {copy:.2f} | {single:.2f} | {clean:.2f} "
+            f"| {single / decode:.2f}x | {clean / decode:.2f}x | {count / clean:.0f} | {same} |"
         )
     if len(args.sizes) > 1:
         n0, t0 = first

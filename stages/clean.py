@@ -15,7 +15,7 @@ def main(cfg: dict, root: Path) -> dict:
     report = clean_dataset(
         in_json=Path(paths["raw"]) / "dataset.json", out_dir=root / paths["clean"], policy=policy
     )
-    write_json(reports / "clean.json", report)
+    write_json(reports / "clean.json", report, expand_depth=2)  # a record per line
     rows = "".join(f"{name},{count}\n" for name, count in report["class_counts"].items())
     write_bytes(reports / "clean_classes.csv", f"class,boxes\n{rows}".encode())
     for warning in report["warnings"]:

@@ -12,10 +12,14 @@ from detflow.data.box_stats import data_report, input_boxes, pairwise_iou, resiz
 def _dataset():
     """Three 100×100 images: two overlapping 10×20 boxes (IoU 1/3), one 40×10 box, none."""
     dataset = manifest.new_dataset(class_names=["a", "b"])
-    first = manifest.add_image(dataset, file_name="1.png", width=100, height=100, source="s", group="1")
+    first = manifest.add_image(
+        dataset, file_name="1.png", width=100, height=100, source="s", group="1"
+    )
     manifest.add_box(dataset, image_id=first, category_id=1, xywh=[0, 0, 10, 20])
     manifest.add_box(dataset, image_id=first, category_id=1, xywh=[5, 0, 10, 20])
-    second = manifest.add_image(dataset, file_name="2.png", width=100, height=100, source="s", group="2")
+    second = manifest.add_image(
+        dataset, file_name="2.png", width=100, height=100, source="s", group="2"
+    )
     manifest.add_box(dataset, image_id=second, category_id=2, xywh=[50, 50, 40, 10])
     manifest.add_image(dataset, file_name="3.png", width=100, height=100, source="s", group="3")
     return dataset

@@ -168,7 +168,7 @@ def test_clean_output_is_byte_identical_for_any_worker_count(tmp_path):
     assert len(outputs[0][1]) == 3  # dataset.json + the two readable, distinct images kept
 
 
-def test_killed_clean_leaves_no_worker_behind():
+def test_killed_clean_leaves_no_worker_behind(tmp_path):
     """A clean process killed mid-run (as `dvc repro` interrupted) takes its workers with it:
     none keeps running or holds the stage's output pipe open (that hung the caller)."""
     import signal
@@ -178,18 +178,22 @@ def test_killed_clean_leaves_no_worker_behind():
     from conftest import REPO
 
     child = (
-        "import time\n"
+        "import sys, time\n"
         "from pathlib import Path\n"
         "from detflow.data.clean import CleanPolicy\n"
         "from detflow.data.clean_images import analyse_all\n"
         "images = sorted(Path('data/sources/thermal_dogs_people').rglob('*.jpg'))[:100]\n"
         "items = [(p, p.name, p.name) for p in images] * 10\n"
         "print('started', flush=True)\n"
-        "for _ in analyse_all(items, policy=CleanPolicy(), workers=2):\n"
+        "stage = Path(sys.argv[1])\n"
+        "for _ in analyse_all(items, policy=CleanPolicy(), stage_dir=stage, workers=2):\n"
         "    time.sleep(0.05)\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", child], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-c", child, str(tmp_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     assert process.stdout.readline() == b"started\n"
     time.sleep(2)  # workers busy

@@ -3,11 +3,12 @@ and box case): quality flags, letterbox resize moving boxes with pixels, near-du
 
 import numpy as np
 import pytest
-from corpus.runner import encode, noise
 from PIL import Image
 
 from detflow.data import manifest
 from detflow.data.clean import CleanPolicy, clean_dataset
+
+from corpus.runner import encode, noise
 
 
 def _dataset(root, images: dict[str, Image.Image], boxes=()) -> None:

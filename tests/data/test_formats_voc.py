@@ -121,7 +121,9 @@ def test_difficult_objects_survive_a_voc_round_trip(tmp_path):
     )
     raw = manifest.load_dataset(tmp_path / "raw" / "dataset.json")
     assert [a.get("ignore") for a in raw["annotations"]] == [None, "difficult"]
-    convert_dataset(dataset_json=tmp_path / "raw" / "dataset.json", out_dir=tmp_path / "v", to="voc")
+    convert_dataset(
+        dataset_json=tmp_path / "raw" / "dataset.json", out_dir=tmp_path / "v", to="voc"
+    )
     (xml,) = (tmp_path / "v" / "Annotations").glob("*.xml")
     scan = read_voc(tmp_path / "v")
     assert [b.ignore for b in scan.images[0].boxes] == [None, "difficult"], xml.read_text()

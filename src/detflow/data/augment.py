@@ -26,7 +26,6 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from detflow.data import manifest
 from detflow.core.boxes import xywh_to_xyxy, xyxy_to_xywh
 from detflow.core.draw import draw_boxes, image_grid
 from detflow.core.errors import ConfigError, DataError, require_positive
@@ -34,6 +33,7 @@ from detflow.core.faults import maybe_kill
 from detflow.core.files import atomic_dir, atomic_file
 from detflow.core.images import DEFAULT_MAX_PIXELS, load_rgb, require_pixel_limit
 from detflow.core.options import ConfigOptions
+from detflow.data import manifest
 
 PNG_COMPRESS_LEVEL = 1  # augmented copies are intermediate training data: favour speed
 BOX_DECIMALS = 3  # albumentations computes in normalised float32; keep 1/1000 px
@@ -160,7 +160,9 @@ def oversample_plan(dataset: dict, *, balance_ratio: float | None) -> dict[int, 
     return dict(extra)
 
 
-def augment_dataset(*, train_json: str | Path, out_dir: str | Path, options: AugmentOptions) -> dict:
+def augment_dataset(
+    *, train_json: str | Path, out_dir: str | Path, options: AugmentOptions
+) -> dict:
     """Write ``out_dir/train.json`` + ``out_dir/images/``: each original, ``options.copies``
     augmented copies of it, plus the oversampling copies of :func:`oversample_plan`; return
     the report.

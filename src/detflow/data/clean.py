@@ -16,13 +16,14 @@ Quality flags are reported, never used to drop. The source is only read.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from detflow.core.boxes import box_iou, exif_orient_xyxy, scale_xyxy, xywh_to_xyxy, xyxy_to_xywh
+from detflow.core.boxes import box_iou, exif_orient_xyxy, scale_xyxy
 from detflow.core.errors import DataError, require_positive
 from detflow.core.faults import maybe_kill
 from detflow.core.files import atomic_dir
@@ -90,10 +91,11 @@ def clean_dataset(
     log, hashes = _Log(), []
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
+        (stage := tmp / "staged").mkdir()  # the workers' output files, moved or deleted
         cleaner = _ImageCleaner(
             tmp / "images", policy, log, {c["id"] for c in source["categories"]}
         )
-        analysed = analyse_all(items, policy=policy, workers=workers)
+        analysed = analyse_all(items, policy=policy, stage_dir=stage, workers=workers)
         for image, done in tqdm(
             zip(source["images"], analysed, strict=True),
             total=len(items),
@@ -105,6 +107,8 @@ def clean_dataset(
             kept = cleaner(image, boxes_of.get(image["id"], []), done)
             maybe_kill("clean.image")
             if kept is None:
+                if done.staged is not None:
+                    done.staged.unlink()
                 continue
             file_name, changes, boxes, incomplete = kept
             new_id = manifest.add_image(
@@ -125,10 +129,13 @@ def clean_dataset(
                     out,
                     image_id=new_id,
                     category_id=ann["category_id"],
-                    xywh=xyxy_to_xywh([xyxy])[0],
+                    xywh=(xyxy[0], xyxy[1], xyxy[2] - xyxy[0], xyxy[3] - xyxy[1]),
                     ignore=_ignore_kind(ann),
                 )
             hashes.append(done.phash)
+        for folder in stage.iterdir():  # one per worker, empty: each file moved or deleted
+            folder.rmdir()
+        stage.rmdir()
         near = _near_duplicates(out, hashes, policy, log, tmp / "images")
         if not out["images"]:
             raise DataError(f"{in_json}: every image was dropped by clean; see the report reasons")
@@ -172,7 +179,7 @@ class _ImageCleaner:
         if "resized" in done.changes:
             boxes = [(a, _scaled(xyxy, done.transform)) for a, xyxy in boxes]
         file_name = digest[:20] + done.out_suffix
-        (self.out_dir / file_name).write_bytes(done.out_bytes)
+        os.replace(done.staged, self.out_dir / file_name)
         return file_name, list(done.changes), boxes, incomplete
 
 
@@ -210,12 +217,14 @@ def _check_box(ann, image, orientation, size, valid_categories, policy, log):
         return log.drop_box(image, ann, "non_finite")
     if w <= 0 or h <= 0:
         return log.drop_box(image, ann, "non_positive_size")
-    x1, y1, x2, y2 = exif_orient_xyxy(
-        xywh_to_xyxy([[x, y, w, h]]),
-        orientation=orientation,
-        width=image["width"],
-        height=image["height"],
-    )[0]
+    x1, y1, x2, y2 = x, y, x + w, y + h  # COCO xywh -> xyxy pixels of the stored image
+    if orientation not in (0, 1):  # turned with the pixels
+        x1, y1, x2, y2 = exif_orient_xyxy(
+            [[x1, y1, x2, y2]],
+            orientation=orientation,
+            width=image["width"],
+            height=image["height"],
+        )[0]
     width, height, tol = size[0], size[1], policy.clip_tolerance_px
     if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
         return log.drop_box(image, ann, "out_of_bounds")

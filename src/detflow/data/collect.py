@@ -26,12 +26,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detflow.data import manifest
 from detflow.core.boxes import xyxy_to_xywh
 from detflow.core.errors import ConfigError, DataError, DetflowError, require_choice
 from detflow.core.faults import maybe_kill
 from detflow.core.files import atomic_dir, sha256_bytes
+from detflow.core.images import DEFAULT_MAX_PIXELS, require_pixel_limit
 from detflow.core.options import ConfigOptions
+from detflow.data import manifest
 from detflow.data.formats.archive import read_archive
 from detflow.data.formats.base import ON_PURPOSE, SourceBox, SourceScan
 from detflow.data.formats.coco import read_coco
@@ -40,7 +41,6 @@ from detflow.data.formats.synthetic import generate_synthetic
 from detflow.data.formats.video import read_video
 from detflow.data.formats.voc import read_voc
 from detflow.data.formats.yolo import read_yolo
-from detflow.core.images import DEFAULT_MAX_PIXELS, require_pixel_limit
 
 FORMATS = ("yolo", "coco", "voc", "csv", "video", "archive", "synthetic")
 KEYS = {
@@ -305,7 +305,8 @@ def _report(dataset: dict, scan: SourceScan) -> dict:
     negatives = sum(
         1
         for im in dataset["images"]
-        if im["id"] not in with_boxes and im.get("labelled") is not False
+        if im["id"] not in with_boxes
+        and im.get("labelled") is not False
         and not im.get("incomplete")
     )
     return {

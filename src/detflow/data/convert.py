@@ -22,10 +22,10 @@ from xml.etree.ElementTree import Element, ElementTree, SubElement, indent
 
 import yaml
 
-from detflow.data import manifest
 from detflow.core.boxes import xywh_to_xyxy, xyxy_to_yolo
 from detflow.core.errors import require_choice
 from detflow.core.files import atomic_dir, write_json
+from detflow.data import manifest
 
 TARGETS = ("yolo", "coco", "voc")
 

@@ -90,7 +90,7 @@ def save_dataset(dataset: dict, json_path: str | Path, *, image_dir: str | Path)
     relative = os.path.relpath(Path(image_dir).resolve(), json_path.parent.resolve())
     out = dict(dataset)
     out["detflow"] = {"schema": SCHEMA, "image_dir": Path(relative).as_posix()}
-    write_json(json_path, out)
+    write_json(json_path, out, expand_depth=2)  # one image or box per line
 
 
 def load_dataset(json_path: str | Path) -> dict:

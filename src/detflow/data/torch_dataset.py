@@ -23,10 +23,10 @@ from torch.utils.data import (
     Sampler,
 )
 
-from detflow.data import manifest
 from detflow.core.boxes import xywh_to_xyxy
 from detflow.core.images import load_rgb
 from detflow.core.seeding import seed_worker
+from detflow.data import manifest
 
 
 def image_to_tensor(image) -> torch.Tensor:

@@ -1,1 +1,2 @@
-"""Dataset readers: each turns one source kind into :class:`detflow.data.formats.base.SourceScan`."""
+"""Dataset readers: each turns one source kind into a
+:class:`detflow.data.formats.base.SourceScan`."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 # drop reasons (of a box or label) that leave a real object of the image without its box
 LOST_OBJECT = frozenset(
     {

@@ -23,6 +23,7 @@ from pathlib import Path
 from pycocotools import mask as mask_utils
 
 from detflow.core.errors import DataError
+from detflow.core.images import DEFAULT_MAX_PIXELS
 from detflow.data.formats.base import SourceBox, SourceScan
 from detflow.data.formats.common import (
     ClassFilter,
@@ -31,7 +32,6 @@ from detflow.data.formats.common import (
     compile_group,
     require_dir,
 )
-from detflow.core.images import DEFAULT_MAX_PIXELS
 
 
 def read_coco(

@@ -8,10 +8,10 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-from detflow.core.errors import ConfigError, DataError
-from detflow.data.formats.base import SourceBox, SourceImage, SourceScan
 from detflow.core.boxes import exif_orient_xyxy
+from detflow.core.errors import ConfigError, DataError
 from detflow.core.images import DEFAULT_MAX_PIXELS, image_header
+from detflow.data.formats.base import SourceBox, SourceImage, SourceScan
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # here, not in video.py (OpenCV): `detflow predict` tells videos apart without OpenCV
@@ -91,15 +91,15 @@ def add_file_image(
     (``SourceBox`` list, xyxy pixels) once its header reads under the pixel limit; False after
     recording it as dropped. ``split`` defaults to the folder's predefined split.
 
-    The image is *incomplete* (kept, with the reasons) when a drop ``read_boxes`` records
-    leaves a real object unlabelled, when ``incomplete`` lists reasons found before (and
-    ``changes`` the kinds of changes made before, e.g. by a reader that reads every box
-    first), or when the ``declared`` ``(width, height)`` of its annotation (at ``where``)
-    disagrees with the header in a way a uniform rescale does not explain; a uniform rescale scales the boxes
-    (change ``rescaled_boxes``). A declared size that is the EXIF-rotated view's (the image
-    is stored sideways, orientation 5-8) means the boxes were drawn on that view: they are
-    mapped back to the stored pixels (change ``boxes_to_stored_orientation``), which clean
-    then rotates with the pixels."""
+    The image is *incomplete* (kept, with the reasons) when a drop ``read_boxes`` records leaves a
+    real object unlabelled, when ``incomplete`` lists reasons found before (and ``changes`` the
+    kinds of changes made before, e.g. by a reader that reads every box first), or when the
+    ``declared`` ``(width, height)`` of its annotation (at ``where``) disagrees with the header in a
+    way a uniform rescale does not explain; a uniform rescale scales the boxes (change
+    ``rescaled_boxes``). A declared size that is the EXIF-rotated view's (the image is stored
+    sideways, orientation 5-8) means the boxes were drawn on that view: they are mapped back to the
+    stored pixels (change ``boxes_to_stored_orientation``), which clean then rotates with the
+    pixels."""
     rel = path.relative_to(root).as_posix()
     header = read_size(path, rel, scan, max_pixels=max_pixels)
     if header is None:

@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 from detflow.core.errors import ConfigError, DataError
+from detflow.core.images import DEFAULT_MAX_PIXELS
 from detflow.data.formats.base import SourceBox, SourceScan
 from detflow.data.formats.common import (
     SPLIT_NAMES,
@@ -27,7 +28,6 @@ from detflow.data.formats.common import (
     read_text,
     require_dir,
 )
-from detflow.core.images import DEFAULT_MAX_PIXELS
 
 DEFAULT_COLUMNS = {
     "filename": "filename",

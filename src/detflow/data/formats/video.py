@@ -1,10 +1,11 @@
 """Video reader: frames sampled from one video file or every video under a folder (OpenCV).
 
 Frames are taken every ``every_n_frames`` frames or every ``every_seconds`` seconds, at most
-``max_frames`` per video, optionally skipping a frame whose perceptual hash (imagehash
-``phash``) is within ``skip_similar`` bits of the previous kept frame. Frames have no boxes
-(no box format applies) and are marked unlabelled, for labelling later; every frame of a
-video shares one ``group`` (the video's path), so a split never separates them.
+``max_frames`` per video, optionally skipping a frame whose perceptual hash
+(:func:`detflow.data.near_duplicates.perceptual_hash`) is within ``skip_similar`` bits of the
+previous kept frame. Frames have no boxes (no box format applies) and are marked unlabelled,
+for labelling later; every frame of a video shares one ``group`` (the video's path), so a
+split never separates them.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from detflow.core.errors import ConfigError, DataError, require_choice, require_positive
+from detflow.core.images import DEFAULT_MAX_PIXELS, check_pixel_limit
 from detflow.data.formats.base import SourceImage, SourceScan
 from detflow.data.formats.common import VIDEO_SUFFIXES
-from detflow.core.images import DEFAULT_MAX_PIXELS, check_pixel_limit
 from detflow.data.near_duplicates import hamming, perceptual_hash
 
 FRAME_FORMATS = {"png": "PNG", "jpg": "JPEG"}

@@ -20,6 +20,7 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import parse
 
+from detflow.core.images import DEFAULT_MAX_PIXELS
 from detflow.data.formats.base import SourceBox, SourceScan
 from detflow.data.formats.common import (
     ClassFilter,
@@ -28,7 +29,6 @@ from detflow.data.formats.common import (
     compile_group,
     require_dir,
 )
-from detflow.core.images import DEFAULT_MAX_PIXELS
 
 COORDS = ("xmin", "ymin", "xmax", "ymax")
 

@@ -1,14 +1,14 @@
 """YOLO reader: ``images/`` + ``labels/`` folders, one ``class cx cy w h`` line per box.
 
-Coordinates are YOLO ``cxcywh_norm``; the reader returns ``xyxy`` pixels. Accepts a flat
-``images/`` + ``labels/`` layout or ``{train,valid,val,test}/images`` sub-folders; class
-names come from the dataset's ``data.yaml`` (a list, or a mapping id → name) or the
-argument: names all listed in data.yaml select those classes (the others are left out on
-purpose, ``class_not_selected``), other names name the ids 0, 1, … Segmentation rows (``class x1 y1 … xn yn``, three or more points) become the box of
-the polygon's extent (change ``polygon_to_box``). Label text may be UTF-8 with or without a
-byte-order mark or UTF-16, with any line ends and runs of blanks. An empty label file is a
-negative; an image without one is incomplete (``no_label``), and two images sharing one
-label file are both dropped (``ambiguous_label``).
+Coordinates are YOLO ``cxcywh_norm``; the reader returns ``xyxy`` pixels. Accepts a flat ``images/``
++ ``labels/`` layout or ``{train,valid,val,test}/images`` sub-folders; class names come from the
+dataset's ``data.yaml`` (a list, or a mapping id → name) or the argument: names all listed in
+data.yaml select those classes (the others are left out on purpose, ``class_not_selected``), other
+names name the ids 0, 1, … Segmentation rows (``class x1 y1 … xn yn``, three or more points) become
+the box of the polygon's extent (change ``polygon_to_box``). Label text may be UTF-8 with or without
+a byte-order mark or UTF-16, with any line ends and runs of blanks. An empty label file is a
+negative; an image without one is incomplete (``no_label``), and two images sharing one label file
+are both dropped (``ambiguous_label``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import yaml
 
 from detflow.core.boxes import yolo_to_xyxy
 from detflow.core.errors import ConfigError, DataError
+from detflow.core.images import DEFAULT_MAX_PIXELS
 from detflow.data.formats.base import SourceBox, SourceScan
 from detflow.data.formats.common import (
     add_file_image,
@@ -28,7 +29,6 @@ from detflow.data.formats.common import (
     read_text,
     require_dir,
 )
-from detflow.core.images import DEFAULT_MAX_PIXELS
 
 
 def read_yolo(
