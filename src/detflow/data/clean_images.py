@@ -33,7 +33,10 @@ from detflow.data.quality import quality_flags
 
 FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png"}
 PIXEL_CHANGES = frozenset({"repaired", "exif_rotated", "converted_to_rgb", "resized"})
-CHUNK = 16  # images per task sent to a worker (fewer when there are few images)
+# images per task sent to a worker: fewer tasks cost the main process less (5 000 images, 2
+# workers: 16 an image took 0.59 s of its CPU, 64 0.45 s), but at most 1/16 of a worker's
+# share, so that the workers end close together
+CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,9 @@ def analyse_image(path: Path, *, name: str, file_name: str, policy) -> Analysed:
     expected = FORMAT_SUFFIX.get(info["format"])
     if expected and Path(file_name).suffix.lower() not in (expected, ".jpeg"):
         changes.append("wrong_extension")
-    digest = hashlib.sha256(rgb.tobytes() + repr(rgb.size).encode()).hexdigest()
+    pixels = hashlib.sha256(rgb.tobytes())
+    pixels.update(repr(rgb.size).encode())  # the digest of the two joined, without a copy
+    digest = pixels.hexdigest()
     out, transform = resize_policy(rgb, mode=policy.resize, size=policy.resize_size)
     if transform != (1.0, 1.0, 0.0, 0.0):
         changes.append("resized")
@@ -155,7 +160,7 @@ def analyse_all(
     most a few chunks per worker are in flight, so memory stays flat however many images
     there are."""
     workers = worker_count(workers)
-    size = max(1, min(CHUNK, len(items) // (4 * workers)))
+    size = max(1, min(CHUNK, len(items) // (16 * workers)))
     starts = range(0, len(items), size)
     work = partial(_analyse_chunk, policy=policy, stage_dir=Path(stage_dir))
     if workers == 1 or len(starts) <= 1:

@@ -23,8 +23,10 @@ DEFAULT_THRESHOLDS = {
 def quality_flags(image: Image.Image, thresholds: dict | None = None) -> list[str]:
     """Names of the quality problems of an RGB image (empty when none)."""
     limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    gray = image.convert("L")
-    gray.thumbnail((256, 256))
+    gray = image if image.mode == "L" else image.convert("L")
+    if max(gray.size) > 256:
+        gray = gray.copy()  # thumbnail() works in place
+        gray.thumbnail((256, 256))
     pixels = np.asarray(gray, dtype=np.int16)
     histogram = np.array(gray.histogram(), dtype=np.float64)  # 256 counts, in C
     flags = []
