@@ -5,8 +5,8 @@ dataset with `collect`, then times, in one process on the same files, ``--rounds
 turn (medians reported: this 2-core VM's speed drifts by 10-20 % between minutes):
   decode  - PIL open + full decode of every image (the floor any cleaning must pay)
   copy    - copy every image file to a new folder (clean's output folder also gets one new
-            file per image; on this machine's ext4 creating a file costs 0.02-0.2 ms,
-            depending on where the folder lands, against about 0.35 ms to decode one 128 px
+            file per image; on this machine's ext4 creating a file costs 0.006-0.2 ms,
+            depending on the folder and the hour, against about 0.35 ms to decode one 128 px
             PNG): context for the ratios, not part of them
   clean   - detflow.data.clean.clean_dataset with the default policy, with 1 worker process
             and with --workers (default: one per core); the outputs are compared byte for
@@ -16,8 +16,9 @@ each timing, ``os.sync()`` flushes the files written so far (the generated image
 previous run's output), so no timing pays for the disk writes of another.
 
 The files go to a temporary folder in ``--work-dir``: by default the repository's root, the
-disk where the pipeline's ``data/clean`` is written. (On this machine creating a file in a
-new folder under /tmp cost 0.15 ms, under the repository 0.01 ms, on the same ext4 disk.)
+disk where the pipeline's ``data/clean`` is written. (On this machine's ext4 disk, creating a
+file in a new folder under /tmp cost 0.11-0.2 ms all day; under the repository 0.006-0.01 ms
+in the evening, up to 0.2 ms in some folders later: the copy column shows what a run met.)
 
 Usage: python bench/clean_throughput.py [--sizes 1000 10000] [--image-size 128] [--workers 2]
        [--rounds 3] [--work-dir DIR]
