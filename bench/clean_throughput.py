@@ -42,26 +42,30 @@ from detflow.data.clean import clean_dataset
 from detflow.data.collect import CollectOptions, collect_dataset
 
 
-def _decode_all(dataset_json: Path) -> float:
+def _image_paths(dataset_json: Path) -> list[Path]:
     dataset = manifest.load_dataset(dataset_json)
     folder = manifest.image_dir(dataset_json, dataset)
+    return [folder / image["file_name"] for image in dataset["images"]]
+
+
+def _decode_all(dataset_json: Path) -> float:
+    paths = _image_paths(dataset_json)
     os.sync()
     start = time.perf_counter()
-    for image in dataset["images"]:
-        with Image.open(folder / image["file_name"]) as opened:
+    for path in paths:
+        with Image.open(path) as opened:
             opened.load()
     return time.perf_counter() - start
 
 
 def _copy_all(dataset_json: Path, out: Path) -> float:
-    dataset = manifest.load_dataset(dataset_json)
-    folder = manifest.image_dir(dataset_json, dataset)
+    paths = _image_paths(dataset_json)
     shutil.rmtree(out, ignore_errors=True)
     os.sync()
     start = time.perf_counter()
     out.mkdir()
-    for image in dataset["images"]:
-        shutil.copyfile(folder / image["file_name"], out / image["file_name"])
+    for path in paths:
+        shutil.copyfile(path, out / path.name)
     return time.perf_counter() - start
 
 

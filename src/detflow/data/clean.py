@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detflow.core.boxes import box_iou, exif_orient_xyxy, scale_xyxy
+from detflow.core.boxes import box_iou, exif_orient_xyxy, scale_xyxy, xywh_to_xyxy, xyxy_to_xywh
 from detflow.core.errors import DataError, require_positive
 from detflow.core.faults import maybe_kill
 from detflow.core.files import atomic_dir
@@ -129,7 +129,7 @@ def clean_dataset(
                     out,
                     image_id=new_id,
                     category_id=ann["category_id"],
-                    xywh=(xyxy[0], xyxy[1], xyxy[2] - xyxy[0], xyxy[3] - xyxy[1]),
+                    xywh=xyxy_to_xywh([xyxy])[0],
                     ignore=_ignore_kind(ann),
                 )
             hashes.append(done.phash)
@@ -217,14 +217,12 @@ def _check_box(ann, image, orientation, size, valid_categories, policy, log):
         return log.drop_box(image, ann, "non_finite")
     if w <= 0 or h <= 0:
         return log.drop_box(image, ann, "non_positive_size")
-    x1, y1, x2, y2 = x, y, x + w, y + h  # COCO xywh -> xyxy pixels of the stored image
-    if orientation not in (0, 1):  # turned with the pixels
-        x1, y1, x2, y2 = exif_orient_xyxy(
-            [[x1, y1, x2, y2]],
-            orientation=orientation,
-            width=image["width"],
-            height=image["height"],
-        )[0]
+    x1, y1, x2, y2 = exif_orient_xyxy(
+        xywh_to_xyxy([[x, y, w, h]]),
+        orientation=orientation,
+        width=image["width"],
+        height=image["height"],
+    )[0]
     width, height, tol = size[0], size[1], policy.clip_tolerance_px
     if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
         return log.drop_box(image, ann, "out_of_bounds")
