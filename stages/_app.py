@@ -1,15 +1,8 @@
 """Shared Hydra entry point of the stage scripts (not a stage itself).
 
-DVC runs a stage as ``python stages/<stage>.py --config-dir . --config-name params …``
-(dvc.yaml), so it uses exactly params.yaml and writes the DVC-tracked outputs. Run by hand
-(``python stages/train.py train.lr=0.02``, or ``-m`` to sweep) a stage composes conf/, reads
-its inputs from the workspace and writes under Hydra's run or sweep folder instead. In a
-sweep each job also writes its overrides and summary (detflow.pipeline.sweep_summary) for
-the summary table that stages/_sweep.py writes at the end, and returns the stage's
-objective (if it has one) to the sweeper (Optuna maximizes it).
-"""
-
-from __future__ import annotations
+DVC runs a stage with ``--config-dir . --config-name params`` (dvc.yaml): exactly params.yaml,
+writing the DVC-tracked outputs. Run by hand (``-m`` sweeps: stages/_sweep.py) it composes conf/
+and writes under Hydra's run or sweep folder (detflow.pipeline.stage_root)."""
 
 import functools
 import json
@@ -22,22 +15,24 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from detflow.core.errors import DetflowError
+from detflow.core.errors import ConfigError, DetflowError
 from detflow.pipeline.config_safety import check_targets
 from detflow.pipeline.pythonpath import prepend_pythonpath
+from detflow.pipeline.stage_root import output_root
 
 from _sweep import sweep_result
 
 log = logging.getLogger("detflow")
-PARAMS_CONFIG = "params"  # the --config-name DVC passes: params.yaml is the whole config
 
 
-def output_root() -> Path:
-    """Where this run writes: the workspace under DVC, Hydra's job folder otherwise."""
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.job.config_name == PARAMS_CONFIG:
-        return Path(".")
-    return Path(hydra_cfg.runtime.output_dir)
+def _checked(cfg) -> dict:
+    """The resolved config; ConfigError for a missing value or a disallowed ``_target_``."""
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"config key {e.full_key} is required; set {e.full_key}=VALUE") from e
+    check_targets(config)
+    return config
 
 
 def stage(run=None, *, objective: str | None = None):
@@ -50,21 +45,16 @@ def stage(run=None, *, objective: str | None = None):
     @functools.wraps(run)
     def task(cfg):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines reach DVC's log as they come
-        name = HydraConfig.get().job.name
+        hc = HydraConfig.get()
+        root = output_root(config_name=hc.job.config_name, job_dir=hc.runtime.output_dir)
         try:
-            config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-            check_targets(config)  # no _target_ outside detflow, torchvision, albumentations
-            summary = run(config, output_root())
-            result = sweep_result(summary, objective, job_dir=output_root())
-        except MissingMandatoryValue as exc:
-            message = f"config key {exc.full_key} is required; set {exc.full_key}=VALUE"
+            summary = run(_checked(cfg), root)
+            result = sweep_result(summary, objective, job_dir=root)
         except DetflowError as exc:
-            message = str(exc)
-        else:
-            log.info("%s done: %s", name, json.dumps(summary, default=str))
-            return result
-        print(f"detflow {name}: error: {message}", file=sys.stderr)
-        sys.exit(2)
+            print(f"detflow {hc.job.name}: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        log.info("%s done: %s", hc.job.name, json.dumps(summary, default=str))
+        return result
 
     prepend_pythonpath(Path(__file__).resolve().parent)  # jobs in fresh interpreters import _app
     return hydra.main(config_path="../conf", config_name="config", version_base="1.3")(task)
