@@ -13,7 +13,7 @@ from detflow.core.images import DEFAULT_MAX_PIXELS
 EXTRAS = {
     **dict.fromkeys(
         ("torch", "torchvision", "albumentations", "cv2", "onnx", "onnxslim", "pycocotools")
-        + ("threadpoolctl", "defusedxml", "dvc", "dvclive", "hydra", "omegaconf"),
+        + ("defusedxml", "dvc", "dvclive", "hydra", "omegaconf"),
         "pipeline",
     ),
     **dict.fromkeys(("fastapi", "uvicorn", "prometheus_client", "multipart"), "serve"),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detflow.core.boxes import box_iou, exif_orient_xyxy, scale_xyxy, xywh_to_xyxy, xyxy_to_xywh
+from detflow.core.boxes import xyxy_to_xywh
 from detflow.core.errors import DataError, require_positive
 from detflow.core.faults import maybe_kill
 from detflow.core.files import atomic_dir
@@ -34,6 +34,7 @@ from detflow.core.images import (
 )
 from detflow.core.options import ConfigOptions
 from detflow.data import manifest
+from detflow.data.clean_boxes import check_boxes, scaled_boxes
 from detflow.data.clean_images import Analysed, analyse_all
 from detflow.data.near_duplicates import clusters, near_duplicate_pairs
 
@@ -124,12 +125,13 @@ def clean_dataset(
                 changes=changes or None,
                 incomplete=incomplete or None,
             )
-            for ann, xyxy in boxes:
+            xywh = xyxy_to_xywh([xyxy for _, xyxy in boxes]).tolist()
+            for (ann, _), box in zip(boxes, xywh, strict=True):
                 manifest.add_box(
                     out,
                     image_id=new_id,
                     category_id=ann["category_id"],
-                    xywh=xyxy_to_xywh([xyxy])[0],
+                    xywh=box,
                     ignore=_ignore_kind(ann),
                 )
             hashes.append(done.phash)
@@ -168,8 +170,14 @@ class _ImageCleaner:
             )
         self.seen[digest] = image["source"]
         start = len(self.log.dropped)
-        boxes = _check_boxes(
-            anns, image, done.orientation, done.size, self.policy, self.log, self.categories
+        boxes = check_boxes(
+            anns,
+            image,
+            orientation=done.orientation,
+            size=done.size,
+            policy=self.policy,
+            log=self.log,
+            categories=self.categories,
         )
         incomplete = [*image.get("incomplete", []), *self.log.lost_since(start)]
         if incomplete and self.policy.incomplete_images == "drop":
@@ -177,26 +185,10 @@ class _ImageCleaner:
             detail = "; ".join(incomplete)
             return self.log.drop_image(image, [a for a, _ in boxes], "incomplete", detail)
         if "resized" in done.changes:
-            boxes = [(a, _scaled(xyxy, done.transform)) for a, xyxy in boxes]
+            boxes = scaled_boxes(boxes, done.transform)
         file_name = digest[:20] + done.out_suffix
         os.replace(done.staged, self.out_dir / file_name)
         return file_name, list(done.changes), boxes, incomplete
-
-
-def _check_boxes(anns, image, orientation, size, policy, log, valid_categories):
-    """Valid boxes as ``(annotation, xyxy)`` in the decoded (oriented) image's pixels."""
-    kept = []
-    for ann in anns:
-        xyxy = _check_box(ann, image, orientation, size, valid_categories, policy, log)
-        if xyxy is None:
-            continue
-        same = [k for a, k in kept if a["category_id"] == ann["category_id"]]
-        limit = policy.duplicate_box_iou
-        if limit is not None and same and box_iou([xyxy], same).max() > limit:
-            log.drop_box(image, ann, "duplicate_box")
-            continue
-        kept.append((ann, xyxy))
-    return kept
 
 
 def _ignore_kind(ann: dict) -> str | None:
@@ -204,39 +196,6 @@ def _ignore_kind(ann: dict) -> str | None:
     if ann.get("ignore"):
         return str(ann["ignore"])
     return "crowd" if ann.get("iscrowd") else None
-
-
-def _check_box(ann, image, orientation, size, valid_categories, policy, log):
-    try:
-        x, y, w, h = (float(v) for v in ann["bbox"])
-    except (TypeError, ValueError):
-        return log.drop_box(image, ann, "non_numeric")
-    if ann["category_id"] not in valid_categories:
-        return log.drop_box(image, ann, "unknown_class")
-    if not all(math.isfinite(v) for v in (x, y, w, h)):
-        return log.drop_box(image, ann, "non_finite")
-    if w <= 0 or h <= 0:
-        return log.drop_box(image, ann, "non_positive_size")
-    x1, y1, x2, y2 = exif_orient_xyxy(
-        xywh_to_xyxy([[x, y, w, h]]),
-        orientation=orientation,
-        width=image["width"],
-        height=image["height"],
-    )[0]
-    width, height, tol = size[0], size[1], policy.clip_tolerance_px
-    if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
-        return log.drop_box(image, ann, "out_of_bounds")
-    clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
-    if clipped != (x1, y1, x2, y2):
-        log.modified["clipped"] += 1
-    if clipped[2] - clipped[0] < policy.min_box_px or clipped[3] - clipped[1] < policy.min_box_px:
-        return log.drop_box(image, ann, "too_small")
-    return clipped
-
-
-def _scaled(xyxy, transform):
-    sx, sy, ox, oy = transform
-    return tuple(scale_xyxy([xyxy], scale_x=sx, scale_y=sy, offset_x=ox, offset_y=oy)[0])
 
 
 def _near_duplicates(out: dict, hashes: list[int], policy: CleanPolicy, log, folder: Path):

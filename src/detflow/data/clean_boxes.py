@@ -1,0 +1,110 @@
+"""clean's box checks, one image's boxes at a time.
+
+Each box (COCO ``xywh`` pixels, as the dataset stores it) is checked for a number in every
+field, a known class, finite values, positive size, bounds in the decoded (EXIF-oriented)
+image within a tolerance (then clipped to it), a minimum side, and same-class duplicates.
+The conversions (``xywh`` → ``xyxy`` pixels, the EXIF orientation) and the duplicates' IoUs
+are computed for all of an image's boxes at once: per box, NumPy's call overhead made a
+dense image cost clean's main process more than decoding it cost a worker.
+"""
+
+from __future__ import annotations
+
+import math
+
+from detflow.core.boxes import box_iou, exif_orient_xyxy, scale_xyxy, xywh_to_xyxy
+
+XYXY = tuple[float, float, float, float]
+
+
+def check_boxes(anns, image, *, orientation, size, policy, log, categories) -> list:
+    """The valid boxes of ``anns`` as ``[(annotation, xyxy)]``, ``xyxy`` in pixels of the
+    decoded image (``size``: its width, height; ``orientation``: the EXIF orientation of
+    the stored ``image["width"]`` × ``image["height"]``), in input order. Every other box
+    goes to ``log.drop_box`` with its reason, in input order; clipped ones are counted in
+    ``log.modified["clipped"]``. ``categories``: the valid category ids."""
+    checked = _checked(anns, image, orientation, size, policy, categories)
+    limit = policy.duplicate_box_iou
+    iou = None
+    if limit is not None and sum(isinstance(c, tuple) for c, _ in checked) > 1:
+        iou = box_iou(*2 * [[c if isinstance(c, tuple) else (0, 0, 0, 0) for c, _ in checked]])
+    kept, kept_at = [], []
+    for k, (ann, (result, clipped)) in enumerate(zip(anns, checked, strict=True)):
+        log.modified["clipped"] += clipped
+        if isinstance(result, str):
+            log.drop_box(image, ann, result)
+            continue
+        same = [j for j in kept_at if anns[j]["category_id"] == ann["category_id"]]
+        if iou is not None and same and iou[k, same].max() > limit:
+            log.drop_box(image, ann, "duplicate_box")
+            continue
+        kept.append((ann, result))
+        kept_at.append(k)
+    return kept
+
+
+def _checked(anns, image, orientation, size, policy, categories) -> list:
+    """Per box: ``(reason or clipped xyxy, whether clipping changed the box)``; a reason
+    when it is dropped before the duplicate check."""
+    numbers = [_xywh(ann) for ann in anns]
+    usable = [n for n in numbers if n is not None and _positive(n)]
+    oriented = iter([])
+    if usable:
+        oriented = iter(
+            exif_orient_xyxy(
+                xywh_to_xyxy(usable),
+                orientation=orientation,
+                width=image["width"],
+                height=image["height"],
+            ).tolist()
+        )
+    checked = []
+    for ann, xywh in zip(anns, numbers, strict=True):
+        xyxy = next(oriented) if xywh is not None and _positive(xywh) else None
+        checked.append(_problem(ann, xywh, categories) or _bounded(xyxy, size, policy))
+    return checked
+
+
+def _xywh(ann) -> list[float] | None:
+    try:
+        return [float(v) for v in ann["bbox"]]
+    except (TypeError, ValueError):
+        return None
+
+
+def _positive(xywh) -> bool:
+    return all(math.isfinite(v) for v in xywh) and xywh[2] > 0 and xywh[3] > 0
+
+
+def _problem(ann, xywh, categories) -> tuple[str, bool] | None:
+    if xywh is None:
+        return "non_numeric", False
+    if ann["category_id"] not in categories:
+        return "unknown_class", False
+    if not all(math.isfinite(v) for v in xywh):
+        return "non_finite", False
+    if xywh[2] <= 0 or xywh[3] <= 0:
+        return "non_positive_size", False
+    return None
+
+
+def _bounded(xyxy, size, policy) -> tuple[XYXY | str, bool]:
+    x1, y1, x2, y2 = xyxy
+    width, height, tol = size[0], size[1], policy.clip_tolerance_px
+    if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
+        return "out_of_bounds", False
+    clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+    changed = clipped != (x1, y1, x2, y2)
+    if clipped[2] - clipped[0] < policy.min_box_px or clipped[3] - clipped[1] < policy.min_box_px:
+        return "too_small", changed
+    return clipped, changed
+
+
+def scaled_boxes(boxes: list, transform) -> list:
+    """``[(annotation, xyxy)]`` through clean's resize ``transform`` (scale_x, scale_y,
+    offset_x, offset_y): ``x' = x * scale_x + offset_x``, the same for y."""
+    if not boxes:
+        return boxes
+    sx, sy, ox, oy = transform
+    xyxy = scale_xyxy([b for _, b in boxes], scale_x=sx, scale_y=sy, offset_x=ox, offset_y=oy)
+    return [(a, tuple(b)) for (a, _), b in zip(boxes, xyxy.tolist(), strict=True)]
