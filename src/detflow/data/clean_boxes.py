@@ -15,6 +15,7 @@ import math
 from detflow.core.boxes import box_iou, exif_orient_xyxy, scale_xyxy, xywh_to_xyxy
 
 XYXY = tuple[float, float, float, float]
+IOU_ROWS = 256  # boxes of a class whose IoUs with the others are one matrix
 
 
 def check_boxes(anns, image, *, orientation, size, policy, log, categories) -> list:
@@ -24,23 +25,37 @@ def check_boxes(anns, image, *, orientation, size, policy, log, categories) -> l
     goes to ``log.drop_box`` with its reason, in input order; clipped ones are counted in
     ``log.modified["clipped"]``. ``categories``: the valid category ids."""
     checked = _checked(anns, image, orientation, size, policy, categories)
-    limit = policy.duplicate_box_iou
-    iou = None
-    if limit is not None and sum(isinstance(c, tuple) for c, _ in checked) > 1:
-        iou = box_iou(*2 * [[c if isinstance(c, tuple) else (0, 0, 0, 0) for c, _ in checked]])
-    kept, kept_at = [], []
+    duplicates = _duplicates(anns, checked, policy.duplicate_box_iou)
+    kept = []
     for k, (ann, (result, clipped)) in enumerate(zip(anns, checked, strict=True)):
         log.modified["clipped"] += clipped
-        if isinstance(result, str):
-            log.drop_box(image, ann, result)
-            continue
-        same = [j for j in kept_at if anns[j]["category_id"] == ann["category_id"]]
-        if iou is not None and same and iou[k, same].max() > limit:
-            log.drop_box(image, ann, "duplicate_box")
+        if isinstance(result, str) or k in duplicates:
+            log.drop_box(image, ann, result if isinstance(result, str) else "duplicate_box")
             continue
         kept.append((ann, result))
-        kept_at.append(k)
     return kept
+
+
+def _duplicates(anns, checked, limit) -> set[int]:
+    """Positions of the boxes whose IoU with a box of their class kept before them is above
+    ``limit`` (None: no check). Per class, the IoUs come as one ``(b, n)`` matrix for
+    ``b`` = :data:`IOU_ROWS` boxes at a time, so that memory stays bounded (a few MB)
+    however many boxes an image has."""
+    by_class: dict = {}
+    for k, (result, _) in enumerate(checked):
+        if limit is not None and not isinstance(result, str):
+            by_class.setdefault(anns[k]["category_id"], []).append(k)
+    duplicates = set()
+    for members in by_class.values():
+        boxes, kept = [checked[k][0] for k in members], []
+        for start in range(0, len(members) if len(members) > 1 else 0, IOU_ROWS):
+            rows = box_iou(boxes[start : start + IOU_ROWS], boxes)
+            for i, row in enumerate(rows, start):
+                if kept and row[kept].max() > limit:
+                    duplicates.add(members[i])
+                else:
+                    kept.append(i)
+    return duplicates
 
 
 def _checked(anns, image, orientation, size, policy, categories) -> list:
