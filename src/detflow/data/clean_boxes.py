@@ -38,17 +38,18 @@ def check_boxes(anns, image, *, orientation, size, policy, log, categories) -> l
 
 def _duplicates(anns, checked, limit) -> set[int]:
     """Positions of the boxes whose IoU with a box of their class kept before them is above
-    ``limit`` (None: no check). Per class, the IoUs come as one ``(b, n)`` matrix for
-    ``b`` = :data:`IOU_ROWS` boxes at a time, so that memory stays bounded (a few MB)
-    however many boxes an image has."""
+    ``limit`` (None: no check). Per class of ``n`` boxes, the IoUs come as ``(b, n)``
+    matrices of ``b`` = :data:`IOU_ROWS` rows, so memory grows with ``256 n``, not ``n²``."""
     by_class: dict = {}
     for k, (result, _) in enumerate(checked):
         if limit is not None and not isinstance(result, str):
             by_class.setdefault(anns[k]["category_id"], []).append(k)
     duplicates = set()
     for members in by_class.values():
+        if len(members) < 2:
+            continue
         boxes, kept = [checked[k][0] for k in members], []
-        for start in range(0, len(members) if len(members) > 1 else 0, IOU_ROWS):
+        for start in range(0, len(members), IOU_ROWS):
             rows = box_iou(boxes[start : start + IOU_ROWS], boxes)
             for i, row in enumerate(rows, start):
                 if kept and row[kept].max() > limit:
