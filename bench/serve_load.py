@@ -1,16 +1,17 @@
-"""Benchmark: detflow serve under load on 127.0.0.1, against ONNX Runtime in one process.
+"""Benchmark: detflow serve under load on 127.0.0.1, against its runtime in one process.
 
 Starts ``detflow serve`` (a subprocess, one model, no hot reload) twice per ``--sessions``
-value (ONNX Runtime sessions per model, the cores shared out among them): without batching
+value (runtime sessions per model, the cores shared out among them): without batching
 (``--max-batch 1 --max-wait-ms 0``) and with it (``--max-batch 8 --max-wait-ms 2``). For each
 it sends ``--requests`` images (raw PNG/JPEG bodies, keep-alive clients) at each concurrency in
 ``--concurrency`` and prints p50/p95/p99 latency, throughput, errors, the server's own
 inference time per image (the ``latency_ms`` it reports over the ``batch_size`` of the run
 that served the request), the mean batch size a request was served in, and the share of wall
-time its ONNX Runtime session was busy, and the server's RSS before the first and after the
+time its runtime session was busy, and the server's RSS before the first and after the
 last request.
-Before and after the table it measures ONNX Runtime alone: the same images, decoded
-beforehand, one after another in this process (the "single-process ORT" throughput the server
+Before and after the table it measures the model's runtime alone (ONNX Runtime, or OpenVINO
+for an IR): the same images, decoded
+beforehand, one after another in this process (the single-process throughput the server
 is compared with: their mean). Clients run in this process, on the same cores.
 
 ``--soak N``: then N requests at concurrency 8 (batching on) to one fresh server, its RSS
@@ -44,7 +45,7 @@ import httpx
 import numpy as np
 
 from detflow.core.images import load_rgb
-from detflow.deploy.runtime import detect, model_threshold, open_model
+from detflow.deploy.runtime import detect, model_file, model_threshold, open_model
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "data" / "sources" / "thermal_dogs_people" / "test" / "images"
@@ -81,7 +82,7 @@ def stand_in_model(out: Path, size: int, images: list[Path], proposals: int = 30
 
 
 def ort_throughput(model: Path, images: list[Path], count: int) -> tuple[float, float]:
-    """(images per second, CPU ms per image) of ONNX Runtime alone, one image per call."""
+    """(images per second, CPU ms per image) of the model's runtime alone, one image per call."""
     detector = open_model(model)
     arrays = [np.asarray(load_rgb(p)) for p in images]
     threshold = model_threshold(detector, None)
@@ -190,7 +191,9 @@ def main() -> None:
         "--soak", type=int, default=0, help="then N requests at concurrency 8, RSS every N/5"
     )
     parser.add_argument("--soak-size", type=int, help="soak on a stand-in of this size (px)")
-    parser.add_argument("--skip-table", action="store_true", help="only the ORT figure and soak")
+    parser.add_argument(
+        "--skip-table", action="store_true", help="only the runtime-alone figure and soak"
+    )
     parser.add_argument(
         "--sessions", type=int, nargs="+", default=[1], help="serve.sessions values to compare"
     )
@@ -198,14 +201,15 @@ def main() -> None:
     images = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".jpg", ".png"))
     tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
     model = Path(args.model)
-    if not (model / "model.onnx").exists() and not model.is_file():
+    if not model_file(model).is_file():  # models/deploy holds model.onnx or model.xml
         print(f"{model}: missing; exporting a stand-in (untrained, {args.size} px)")
         model = stand_in_model(tmp / "model.onnx", args.size, images)
+    print(f"model: {model_file(model)}")
     kinds = {".jpg": "image/jpeg", ".png": "image/png"}
     bodies = [(p.read_bytes(), kinds[p.suffix.lower()]) for p in images]
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     baseline = [ort_throughput(model, images, min(args.requests, 200))]
-    print(f"{len(images)} images; ONNX Runtime alone, one process: {baseline[0][0]:.1f} img/s\n")
+    print(f"{len(images)} images; the runtime alone, one process: {baseline[0][0]:.1f} img/s\n")
     rows, memory = [], []
     servers = [
         (f"{label}, {n} session{'s' if n > 1 else ''}", [*flags, "--sessions", str(n)])
@@ -233,7 +237,7 @@ def main() -> None:
     baseline.append(ort_throughput(model, images, min(args.requests, 200)))
     base = (baseline[0][0] + baseline[1][0]) / 2
     print(
-        f"\nONNX Runtime alone: {baseline[0][0]:.2f} img/s before the table, "
+        f"\nThe runtime alone: {baseline[0][0]:.2f} img/s before the table, "
         f"{baseline[1][0]:.2f} after (mean {base:.2f}; {1000 / base:.0f} ms per image, "
         f"{(baseline[0][1] + baseline[1][1]) / 2:.0f} CPU ms per image)\n"
     )
@@ -253,10 +257,10 @@ def main() -> None:
 
 
 def print_table(rows: list, base: float) -> None:
-    """The markdown table; ``base``: ONNX Runtime alone, img/s."""
+    """The markdown table; ``base``: the model's runtime alone, img/s."""
     print(
-        "| batching | concurrency | p50 ms | p95 ms | p99 ms | req/s | × ORT alone "
-        "| server inference ms/img | mean batch | ORT busy | server CPU ms/req "
+        "| batching | concurrency | p50 ms | p95 ms | p99 ms | req/s | × runtime alone "
+        "| server inference ms/img | mean batch | session busy | server CPU ms/req "
         "| client CPU ms/req | errors |"
     )
     print("|---" * 13 + "|")
