@@ -8,7 +8,10 @@ STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml 2>/dev/nu
 PYTEST_ARGS ?=
 # pytest-xdist: one worker per core; a module's tests (and all tests of the shared tiny DVC
 # repository) stay on one worker (tests/conftest.py's scheduler). XDIST= runs in one process.
-XDIST ?= -n auto
+# A crashed worker is replaced once: the scheduler gives the new worker the crashed module
+# again, test included, and with xdist's default of 4 restarts per worker a crash that
+# repeats re-ran that module (the tiny repository's setup takes minutes) 8 times.
+XDIST ?= -n auto --max-worker-restart=1
 
 .PHONY: help install weights params repro serve test test-fast lint format lock
 
