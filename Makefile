@@ -9,8 +9,8 @@ PYTEST_ARGS ?=
 # pytest-xdist: one worker per core; a module's tests (and all tests of the shared tiny DVC
 # repository) stay on one worker (tests/conftest.py's scheduler). XDIST= runs in one process.
 # A crashed worker is replaced once: the scheduler gives the new worker the crashed module
-# again, test included, and with xdist's default of 4 restarts per worker a crash that
-# repeats re-ran that module (the tiny repository's setup takes minutes) 8 times.
+# again, test included, and with xdist's default (4 restarts per worker) a crash that
+# repeats ran that module 9 times, each with its setup (the tiny repository's: minutes).
 XDIST ?= -n auto --max-worker-restart=1
 
 .PHONY: help install weights params repro serve test test-fast lint format lock

@@ -10,9 +10,9 @@ that served the request), the mean batch size a request was served in, and the s
 time its runtime session was busy, and the server's RSS before the first and after the
 last request.
 Before and after the table it measures the model's runtime alone (ONNX Runtime, or OpenVINO
-for an IR): the same images, decoded
-beforehand, one after another in this process (the single-process throughput the server
-is compared with: their mean). Clients run in this process, on the same cores.
+for an IR): the same images, decoded beforehand, one after another in this process (the
+single-process throughput the server is compared with: their mean). Clients run in this
+process, on the same cores.
 
 ``--soak N``: then N requests at concurrency 8 (batching on) to one fresh server, its RSS
 after every N/5 and the errors; ``--soak-size S`` runs the soak on a stand-in exported at S px
@@ -81,7 +81,7 @@ def stand_in_model(out: Path, size: int, images: list[Path], proposals: int = 30
     return out
 
 
-def ort_throughput(model: Path, images: list[Path], count: int) -> tuple[float, float]:
+def runtime_throughput(model: Path, images: list[Path], count: int) -> tuple[float, float]:
     """(images per second, CPU ms per image) of the model's runtime alone, one image per call."""
     detector = open_model(model)
     arrays = [np.asarray(load_rgb(p)) for p in images]
@@ -208,7 +208,7 @@ def main() -> None:
     kinds = {".jpg": "image/jpeg", ".png": "image/png"}
     bodies = [(p.read_bytes(), kinds[p.suffix.lower()]) for p in images]
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    baseline = [ort_throughput(model, images, min(args.requests, 200))]
+    baseline = [runtime_throughput(model, images, min(args.requests, 200))]
     print(f"{len(images)} images; the runtime alone, one process: {baseline[0][0]:.1f} img/s\n")
     rows, memory = [], []
     servers = [
@@ -234,7 +234,7 @@ def main() -> None:
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(30)
-    baseline.append(ort_throughput(model, images, min(args.requests, 200)))
+    baseline.append(runtime_throughput(model, images, min(args.requests, 200)))
     base = (baseline[0][0] + baseline[1][0]) / 2
     print(
         f"\nThe runtime alone: {baseline[0][0]:.2f} img/s before the table, "
