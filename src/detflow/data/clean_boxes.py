@@ -40,9 +40,11 @@ def _duplicates(anns, checked, limit) -> set[int]:
     """Positions of the boxes whose IoU with a box of their class kept before them is above
     ``limit`` (None: no check). Per class of ``n`` boxes, the IoUs come as ``(b, n)``
     matrices of ``b`` = :data:`IOU_ROWS` rows, so memory grows with ``256 n``, not ``n²``."""
+    if limit is None:
+        return set()
     by_class: dict = {}
     for k, (result, _) in enumerate(checked):
-        if limit is not None and not isinstance(result, str):
+        if not isinstance(result, str):
             by_class.setdefault(anns[k]["category_id"], []).append(k)
     duplicates = set()
     for members in by_class.values():
@@ -63,22 +65,19 @@ def _checked(anns, image, orientation, size, policy, categories) -> list:
     """Per box: ``(reason or clipped xyxy, whether clipping changed the box)``; a reason
     when it is dropped before the duplicate check."""
     numbers = [_xywh(ann) for ann in anns]
-    usable = [n for n in numbers if n is not None and _positive(n)]
-    oriented = iter([])
-    if usable:
-        oriented = iter(
-            exif_orient_xyxy(
-                xywh_to_xyxy(usable),
-                orientation=orientation,
-                width=image["width"],
-                height=image["height"],
-            ).tolist()
-        )
-    checked = []
-    for ann, xywh in zip(anns, numbers, strict=True):
-        xyxy = next(oriented) if xywh is not None and _positive(xywh) else None
-        checked.append(_problem(ann, xywh, categories) or _bounded(xyxy, size, policy))
-    return checked
+    problems = [_problem(ann, xywh, categories) for ann, xywh in zip(anns, numbers, strict=True)]
+    usable = [xywh for xywh, problem in zip(numbers, problems, strict=True) if problem is None]
+    if not usable:
+        return problems
+    oriented = iter(
+        exif_orient_xyxy(
+            xywh_to_xyxy(usable),
+            orientation=orientation,
+            width=image["width"],
+            height=image["height"],
+        ).tolist()
+    )
+    return [problem or _bounded(next(oriented), size, policy) for problem in problems]
 
 
 def _xywh(ann) -> list[float] | None:
@@ -86,10 +85,6 @@ def _xywh(ann) -> list[float] | None:
         return [float(v) for v in ann["bbox"]]
     except (TypeError, ValueError):
         return None
-
-
-def _positive(xywh) -> bool:
-    return all(math.isfinite(v) for v in xywh) and xywh[2] > 0 and xywh[3] > 0
 
 
 def _problem(ann, xywh, categories) -> tuple[str, bool] | None:
