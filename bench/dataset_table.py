@@ -130,7 +130,7 @@ def run_seed(dataset: list[str], work: Path, seed: int, overrides: list[str]) ->
     reports = out / "reports"
     return {
         "evaluate": json.loads((reports / "evaluate" / "metrics.json").read_text()),
-        "check": json.loads((reports / "train" / "data_check.json").read_text()),
+        "plan": json.loads((reports / "train" / "plan.json").read_text()),
     }
 
 
@@ -164,9 +164,10 @@ def main() -> None:
                 result = run_seed(sources[name], work / name, seed, args.overrides)
                 scores.append(result["evaluate"]["map50"])
                 print(f"{name} train.seed={seed}: test mAP50 {scores[-1]:.4f}", flush=True)
-            check, minutes = result["check"], (time.perf_counter() - start) / 60
+            plan, minutes = result["plan"], (time.perf_counter() - start) / 60
+            check = plan["data_check"]
             sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
-            auto = ", ".join(f"{k.split('.')[-1]} {c['value']}" for k, c in check["auto"].items())
+            auto = ", ".join(f"{k.split('.')[-1]} {c['value']}" for k, c in plan["choices"].items())
             print(
                 f"| {name} | {check['data']['images']} | "
                 f"{check['data']['boxes_per_image']['mean']:.1f} | "
