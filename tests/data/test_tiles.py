@@ -13,7 +13,7 @@ from detflow.core.errors import ConfigError, DataError
 from detflow.core.files import json_text
 from detflow.core.images import PixelLimitError
 from detflow.data import manifest
-from detflow.data.tile_dataset import CUT, tile_dataset
+from detflow.data.tile_dataset import CUT, plan_tiles, sample_empty, tile_dataset
 from detflow.data.tiles import (
     TileSpec,
     axis_starts,
@@ -232,8 +232,14 @@ def test_empty_tiles_are_sampled_at_the_rate_by_seed(images_dir):
         assert counts["tiles_out"] == 4 + counts["empty_tiles_kept"]
         names = sorted(im["file_name"] for im in tiled["images"] if im["tile"]["image_id"] == 2)
         runs.setdefault((rate, seed), []).append(names)
-    assert runs[(0.5, 0)][0] == runs[(0.5, 0)][1]  # the seed decides
+    assert runs[(0.5, 0)][0] == runs[(0.5, 0)][1]  # the same seed, the same tiles
     assert len(runs[(1.0, 0)][0]) == 3 and len(runs[(0.34, 0)][0]) == 1
+
+
+def test_the_seed_decides_which_empty_tiles_stay():
+    jobs, _ = plan_tiles(_dataset(), size=512, overlap=64, min_visible=0.5)
+    drawn = {tuple(sorted(sample_empty(jobs, empty_rate=0.34, seed=s))) for s in range(8)}
+    assert len(drawn) == 3  # one of the three empty tiles of "b", each drawn by some seed
 
 
 def test_two_runs_are_byte_identical(images_dir, tmp_path):
