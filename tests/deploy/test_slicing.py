@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from detflow.core.errors import ConfigError
-from detflow.deploy.slicing import merge_detections, sliced_predict
+from detflow.deploy.slicing import sliced_predict
 
 SETTINGS = {
     "size": 512,
@@ -144,20 +144,6 @@ def test_max_detections_keeps_the_best():
         np.zeros((400, 400, 3), np.uint8), many, **{**SETTINGS, "max_detections": 5}
     )
     np.testing.assert_allclose(out["scores"], np.linspace(0.1, 0.9, 20)[::-1][:5], rtol=1e-6)
-
-
-def test_merge_is_class_aware_and_never_merges_within_a_tile():
-    boxes = [[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10]]
-    out = merge_detections(
-        boxes, [1, 1, 2], [0.9, 0.8, 0.7], sources=[0, 0, 1], merge="nms", threshold=0.5
-    )
-    assert out["labels"].tolist() == [1, 1, 2]  # one tile's two boxes; another class
-    out = merge_detections(
-        boxes, [1, 1, 1], [0.9, 0.8, 0.7], sources=[0, 1, 2], merge="nms", threshold=0.5
-    )
-    assert out["scores"].tolist() == pytest.approx([0.9])
-    empty = merge_detections(np.zeros((0, 4)), [], [], merge="wbf", threshold=0.5)
-    assert empty["boxes"].shape == (0, 4)
 
 
 def test_bad_calls_raise_with_the_key():

@@ -6,14 +6,8 @@
 the model's batch axis in chunks of ``batch_size`` (memory bounded by the chunk, not the
 image), optionally adds the whole image downscaled to ``size`` on its long side, shifts
 every box back to ``xyxy`` pixels of the full image and merges the detections of all tiles,
-class by class, so one object cut by a seam gives one box:
-
-- ``nms``: greedy NMS; the best-scored box of each overlapping cluster stays;
-- ``wbf``: weighted box fusion (Solovyev et al., 2021): each cluster becomes the
-  score-weighted mean of its boxes, scored by its best box.
-
-Overlap is measured as ``ios`` (intersection over the smaller box, default: a box cut by a
-seam lies inside the whole box, whose IoU with it is only the cut share) or ``iou``.
+class by class (:func:`detflow.deploy.tile_merge.merge_detections`: ``nms`` or ``wbf``,
+overlap measured as ``ios`` or ``iou``), so one object cut by a seam gives one box.
 NumPy (and Pillow for the downscale) only: this is on the ONNX serving path.
 """
 
@@ -24,12 +18,10 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from detflow.core.boxes import box_ios, box_iou
 from detflow.core.errors import require_choice, require_positive
 from detflow.data.tiles import check_tiles, tile_windows
+from detflow.deploy.tile_merge import MERGES, METRICS, merge_detections
 
-MERGES = ("nms", "wbf")
-METRICS = ("ios", "iou")
 PredictBatch = Callable[[list[np.ndarray]], list[dict]]
 
 
@@ -127,73 +119,3 @@ def _shifted(output: dict, window: tuple, scale: float = 1.0) -> tuple:
     labels = np.asarray(output["labels"], dtype=np.int64).reshape(-1)
     scores = np.asarray(output["scores"], dtype=np.float64).reshape(-1)
     return boxes[keep], labels[keep], scores[keep]
-
-
-def merge_detections(
-    boxes, labels, scores, *, sources=None, merge: str, metric: str = "ios", threshold: float
-) -> dict:
-    """Merge overlapping detections of one class across tiles. ``boxes``: ``[N, 4]`` xyxy
-    pixels, ``labels`` ``[N]``, ``scores`` ``[N]``; ``sources`` ``[N]``: the tile each came
-    from (None: each its own). Boxes of one tile are never merged with each other (the model
-    already separated them); a pair from two tiles merges when ``metric`` (``ios`` or
-    ``iou``) exceeds ``threshold``, by ``merge`` (``nms`` or ``wbf``). Returns ``{"boxes",
-    "labels", "scores"}`` (float32, int64, float32), best score first. Memory is linear in
-    ``N``: each box is compared with the clusters of its class, not with all pairs."""
-    require_choice("slicing.merge", merge, MERGES)
-    require_choice("slicing.metric", metric, METRICS)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    sources = np.arange(len(boxes)) if sources is None else np.asarray(sources).reshape(-1)
-    overlap = box_ios if metric == "ios" else box_iou
-    parts = []
-    for label in np.unique(labels):
-        of_class = np.flatnonzero(labels == label)
-        order = of_class[np.argsort(-scores[of_class], kind="stable")]
-        fused, best = _clusters(
-            boxes[order], scores[order], sources[order], overlap, threshold, merge
-        )
-        parts.append((fused, np.full(len(best), label, dtype=np.int64), best))
-    if not parts:
-        return _empty()
-    b, lab, s = (np.concatenate([p[k] for p in parts]) for k in range(3))
-    order = np.argsort(-s, kind="stable")
-    return {
-        "boxes": b[order].astype(np.float32),
-        "labels": lab[order],
-        "scores": s[order].astype(np.float32),
-    }
-
-
-def _clusters(boxes, scores, sources, overlap, threshold: float, merge: str):
-    """Greedy clustering of one class's boxes, best score first: a box joins the cluster it
-    overlaps most above ``threshold`` among those with no box of its tile, else starts one.
-    ``nms``: a cluster is its first (best) box; ``wbf``: the score-weighted mean of its
-    boxes. Returns ``([C, 4] boxes, [C] best scores)``."""
-    reps, sums = np.zeros((len(boxes), 4)), np.zeros((len(boxes), 4))
-    weights, best = np.zeros(len(boxes)), np.zeros(len(boxes))
-    members: list[set] = []
-    count = 0
-    for box, score, source in zip(boxes, scores, sources, strict=True):
-        match = overlap(box, reps[:count])[0]
-        open_ = [k for k in np.flatnonzero(match > threshold) if source not in members[k]]
-        if not open_:
-            reps[count], sums[count], weights[count], best[count] = box, box * score, score, score
-            members.append({source})
-            count += 1
-            continue
-        k = max(open_, key=lambda j: match[j])
-        members[k].add(source)
-        if merge == "wbf":
-            sums[k] += box * score
-            weights[k] += score
-            reps[k] = sums[k] / weights[k] if weights[k] > 0 else reps[k]
-    return reps[:count], best[:count]
-
-
-def _empty() -> dict:
-    return {
-        "boxes": np.zeros((0, 4), dtype=np.float32),
-        "labels": np.zeros(0, dtype=np.int64),
-        "scores": np.zeros(0, dtype=np.float32),
-    }
