@@ -109,8 +109,9 @@ def tile_dataset(
 
 
 def _check(*, min_visible, empty_rate, seed, fill_ignored) -> None:
+    require_positive("tiles.min_visible", min_visible)
+    require_positive("tiles.empty_rate", empty_rate, allow_zero=True)
     for key, value in (("tiles.min_visible", min_visible), ("tiles.empty_rate", empty_rate)):
-        require_positive(key, value, allow_zero=key.endswith("rate"))
         if value > 1:
             raise ConfigError(f"{key}={value!r} must be a share in 0..1")
     require_positive("tiles.seed", seed, allow_zero=True, integer=True)

@@ -38,7 +38,8 @@ def sliced_predict(
     metric: str = "ios",
     batch_size: int = 16,
 ) -> dict:
-    """Detect on ``image`` (``[H, W, 3]`` uint8 RGB) tile by tile.
+    """Detect on ``image`` (``[H, W, 3]`` uint8 RGB) tile by tile. The tiles given to
+    ``predict_batch`` may be read-only views of ``image``: it must not modify them.
 
     ``predict_batch``: the model on a list of ``[h, w, 3]`` uint8 images → one dict each of
     ``boxes`` (``[N, 4]`` xyxy pixels of that image), ``labels`` (``[N]`` int) and
@@ -91,14 +92,14 @@ def _tile(image: np.ndarray, window: tuple, size: int) -> np.ndarray:
     return tile
 
 
-def _downscaled(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+def _downscaled(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[float, float]]:
     """``image`` resized (bilinear) so its long side is ``size`` (never enlarged), and the
-    factor from its pixels to ``image``'s."""
+    ``(x, y)`` factors from its pixels to ``image``'s."""
     height, width = image.shape[:2]
     scale = min(1.0, size / max(width, height))
     new = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = np.asarray(Image.fromarray(image).resize(new, Image.BILINEAR))
-    return small, width / new[0]
+    return small, (width / new[0], height / new[1])
 
 
 def _run(predict_batch: PredictBatch, tiles: list[np.ndarray]) -> list[dict]:
@@ -108,12 +109,12 @@ def _run(predict_batch: PredictBatch, tiles: list[np.ndarray]) -> list[dict]:
     return outputs
 
 
-def _shifted(output: dict, window: tuple, scale: float = 1.0) -> tuple:
+def _shifted(output: dict, window: tuple, scale: tuple = (1.0, 1.0)) -> tuple:
     """``(boxes, labels, scores)`` of one tile's output in full-image pixels: scaled by
-    ``scale``, shifted by the window's origin and clipped to the window (padding is not
+    ``scale`` (x, y), shifted by the window's origin and clipped to the window (padding is not
     image); boxes with no area left are dropped."""
     x0, y0, x1, y1 = window
-    boxes = np.asarray(output["boxes"], dtype=np.float64).reshape(-1, 4) * scale
+    boxes = np.asarray(output["boxes"], dtype=np.float64).reshape(-1, 4) * (scale * 2)
     boxes = np.clip(boxes + [x0, y0, x0, y0], [x0, y0, x0, y0], [x1, y1, x1, y1])
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     labels = np.asarray(output["labels"], dtype=np.int64).reshape(-1)
