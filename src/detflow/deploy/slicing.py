@@ -39,7 +39,8 @@ def sliced_predict(
     batch_size: int = 16,
 ) -> dict:
     """Detect on ``image`` (``[H, W, 3]`` uint8 RGB) tile by tile. The tiles given to
-    ``predict_batch`` may be read-only views of ``image``: it must not modify them.
+    ``predict_batch`` are views of ``image`` where they fit in it (no copy): it must not
+    modify them.
 
     ``predict_batch``: the model on a list of ``[h, w, 3]`` uint8 images → one dict each of
     ``boxes`` (``[N, 4]`` xyxy pixels of that image), ``labels`` (``[N]`` int) and
@@ -65,8 +66,8 @@ def sliced_predict(
     merged = merge_detections(
         boxes, labels, scores, sources=sources, merge=merge, metric=metric, threshold=iou
     )
-    top = merged["scores"].argsort(kind="stable")[::-1][:max_detections]
-    return {**{k: v[top] for k, v in merged.items()}, "tiles": len(windows)}
+    best = {key: value[:max_detections] for key, value in merged.items()}  # best first
+    return {**best, "tiles": len(windows)}
 
 
 def _check(image, *, merge, metric, iou, max_detections) -> None:
