@@ -114,6 +114,21 @@ def test_choose_tiles_without_boxes_and_with_mismatched_inputs():
     assert choose_tiles([], [], min_size=512, max_size=512, min_object_px=16)[0] is None
     with pytest.raises(ValueError, match="one per box"):
         choose_tiles([[1, 1]], [], min_size=512, max_size=512, min_object_px=16)
+    with pytest.raises(ConfigError, match="min_object_px"):
+        choose_tiles([[1, 1]], [[9, 9]], min_size=512, max_size=512, min_object_px=0)
+    with pytest.raises(ConfigError, match="fit_quantile"):
+        choose_tiles(
+            [[1, 1]], [[9, 9]], min_size=512, max_size=512, min_object_px=8, fit_quantile=2
+        )
+
+
+def test_choose_tiles_per_box_scale_with_mixed_image_sizes():
+    """Each box is measured at its own image's input scale: tiny boxes in large images
+    count as small, the same boxes in images at the input size do not."""
+    sizes = np.full((8, 2), 20.0)
+    images = np.array([[4000, 3000]] * 6 + [[512, 384]] * 2)
+    spec, reason = choose_tiles(sizes, images, min_size=512, max_size=512, min_object_px=16)
+    assert spec == TileSpec(512, 20) and reason.startswith("75% of boxes under 16 px")
 
 
 # The fixture: image "a" 1000×512 (windows x 0, 244, 488), "b" 1000×512 without boxes,

@@ -124,6 +124,13 @@ def choose_tiles(
     resizing. The overlap is the ``fit_quantile`` of the boxes' longer sides (at most half a
     tile), so that share of boxes lies whole in some tile.
     """
+    for key, value in (("min_size", min_size), ("max_size", max_size)):
+        require_positive(f"model.{key}", value, integer=True)
+    require_positive("min_object_px", min_object_px)
+    require_positive("min_gain", min_gain)
+    for key, value in (("small_share", small_share), ("fit_quantile", fit_quantile)):
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{key}={value!r} must be a share in 0..1")
     sizes = np.asarray(box_sizes, dtype=np.float64).reshape(-1, 2)
     images = np.asarray(image_sizes, dtype=np.float64).reshape(-1, 2)
     if len(sizes) != len(images):
@@ -154,15 +161,16 @@ def choose_tiles(
 
 
 def _input_scale(images: np.ndarray, *, min_size, max_size, fixed_size) -> np.ndarray:
-    """Per row of ``images`` (``width``, ``height``): the area scale (as ``sqrt``) of the
-    model's resize."""
+    """Per row of ``images`` (``width``, ``height``): the linear scale of the model's resize
+    (the square root of the area ratio; x and y differ only with ``fixed_size``)."""
+    unique, inverse = np.unique(images, axis=0, return_inverse=True)
     scales = []
-    for width, height in images:
+    for width, height in unique:
         new_h, new_w = resized_size(
             int(width), int(height), min_size=min_size, max_size=max_size, fixed_size=fixed_size
         )
         scales.append(math.sqrt(new_w * new_h / (width * height)))
-    return np.asarray(scales)
+    return np.asarray(scales)[inverse.reshape(-1)]
 
 
 def _fit_share(sizes: np.ndarray, images: np.ndarray, *, tile: int, overlap: int) -> float:
