@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 
 from detflow.core.boxes import (
+    box_area,
+    box_ios,
     box_iou,
     exif_orient_xyxy,
     xywh_to_xyxy,
@@ -29,6 +31,15 @@ def test_iou():
     assert box_iou(a, [[0, 0, 10, 10]])[0, 0] == pytest.approx(1.0)
     assert box_iou(a, [[5, 0, 15, 10]])[0, 0] == pytest.approx(50 / 150)
     assert box_iou(a, [[20, 20, 30, 30]])[0, 0] == 0.0
+
+
+def test_ios_is_one_for_a_box_inside_another():
+    whole, cut = [[0, 0, 40, 40]], [[0, 0, 12, 40]]  # a box and its part left of a seam
+    assert box_ios(whole, cut)[0, 0] == pytest.approx(1.0)
+    assert box_iou(whole, cut)[0, 0] == pytest.approx(0.3)
+    assert box_ios(whole, [[30, 0, 50, 10]])[0, 0] == pytest.approx(100 / 200)
+    assert box_ios(whole, [[5, 5, 5, 9]])[0, 0] == 0.0  # an empty box overlaps nothing
+    assert box_area([[0, 0, 2, 3], [5, 5, 4, 4]]).tolist() == [6.0, 0.0]
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
