@@ -74,30 +74,56 @@ def tile_dataset(
 ) -> tuple[dict, dict]:
     """Cut every image of ``dataset`` (canonical, images in ``images_dir``) into tiles
     (:func:`detflow.data.tiles.tile_windows`; ``overlap`` in pixels) written to ``out_dir``.
-    Returns ``(the tiled canonical dataset, its file names relative to out_dir; counts)``.
+    Returns ``(the tiled canonical dataset, its file names relative to out_dir; counts)``,
+    as :func:`tiled_manifest`."""
+    _check(min_visible=min_visible, empty_rate=empty_rate, seed=seed, fill_ignored=fill_ignored)
+    out, counts, jobs = _tiled(
+        dataset, size=size, overlap=overlap, min_visible=min_visible, empty_rate=empty_rate,
+        seed=seed,
+    )  # fmt: skip
+    with atomic_dir(out_dir) as tmp:
+        for image_jobs in _by_image(jobs):
+            pixels = _pixels(Path(images_dir), image_jobs[0].image, max_pixels)
+            for job in image_jobs:
+                _write_tile(pixels, job, tmp / job.out_name, size=size, fill=fill_ignored)
+    return out, counts
+
+
+def tiled_manifest(
+    dataset: dict, *, size: int, overlap: int, min_visible: float = 0.5, empty_rate: float,
+    seed: int,
+) -> tuple[dict, dict]:  # fmt: skip
+    """The canonical dataset :func:`tile_dataset` would write, and its counts, without
+    reading or writing a pixel (what a training plan measures the tiles by).
 
     Counts: ``images_in``, ``tiles`` (all windows), ``tiles_out``, ``boxes_in`` (trainable
     boxes of the source), ``boxes_whole`` / ``boxes_cut_kept`` / ``boxes_cut_ignored`` /
     ``boxes_ignored_in`` (box instances in the tiles written), ``boxes_never_whole`` (source
     boxes whole in no tile), ``empty_tiles_kept`` / ``empty_tiles_dropped``.
     """
-    _check(min_visible=min_visible, empty_rate=empty_rate, seed=seed, fill_ignored=fill_ignored)
+    _check(min_visible=min_visible, empty_rate=empty_rate, seed=seed, fill_ignored=None)
+    out, counts, _ = _tiled(
+        dataset, size=size, overlap=overlap, min_visible=min_visible, empty_rate=empty_rate,
+        seed=seed,
+    )  # fmt: skip
+    return out, counts
+
+
+def _tiled(dataset, *, size, overlap, min_visible, empty_rate, seed):
+    """The tiled dataset, its counts and the tile jobs kept, in order."""
     check_tiles(size=size, overlap=overlap)
     jobs, counts = plan_tiles(dataset, size=size, overlap=overlap, min_visible=min_visible)
     kept = sample_empty(jobs, empty_rate=empty_rate, seed=seed)
     out = manifest.new_dataset(class_names=manifest.class_names(dataset))
     out["info"] = {**dataset.get("info", {}), "tiles": {"size": size, "overlap": overlap}}
-    with atomic_dir(out_dir) as tmp:
-        for image_jobs in _by_image(jobs, kept):
-            pixels = _pixels(Path(images_dir), image_jobs[0].image, max_pixels)
-            for job in image_jobs:
-                _write_tile(pixels, job, tmp / job.out_name, size=size, fill=fill_ignored)
-                _add_tile(out, job, size=size)
-    statuses = Counter(s for i, job in enumerate(jobs) if i in kept for s in job.statuses)
+    written = [job for i, job in enumerate(jobs) if i in kept]
+    for job in written:
+        _add_tile(out, job, size=size)
+    statuses = Counter(s for job in written for s in job.statuses)
     empty = sum(job.empty for job in jobs)
-    empty_kept = sum(jobs[i].empty for i in kept)
+    empty_kept = sum(job.empty for job in written)
     counts.update(
-        tiles_out=len(kept),
+        tiles_out=len(written),
         boxes_whole=statuses["whole"],
         boxes_cut_kept=statuses["kept"],
         boxes_cut_ignored=statuses["ignored"],
@@ -105,7 +131,7 @@ def tile_dataset(
         empty_tiles_kept=empty_kept,
         empty_tiles_dropped=empty - empty_kept,
     )
-    return out, counts
+    return out, counts, written
 
 
 def _check(*, min_visible, empty_rate, seed, fill_ignored) -> None:
@@ -162,11 +188,10 @@ def sample_empty(jobs: list[TileJob], *, empty_rate: float, seed: int) -> set[in
     return {i for i, job in enumerate(jobs) if not job.empty} | {empty[k] for k in drawn}
 
 
-def _by_image(jobs: list[TileJob], kept: set[int]) -> list[list[TileJob]]:
+def _by_image(jobs: list[TileJob]) -> list[list[TileJob]]:
     groups: dict[int, list[TileJob]] = {}
-    for i, job in enumerate(jobs):
-        if i in kept:
-            groups.setdefault(job.image["id"], []).append(job)
+    for job in jobs:
+        groups.setdefault(job.image["id"], []).append(job)
     return list(groups.values())
 
 
