@@ -24,7 +24,9 @@ With ``--baseline-src DIR`` (a copy of another commit's ``src/``, e.g. ``git arc
 src | tar -x -C DIR``) it times instead, in each round, clean of that code and of this
 checkout's, one after the other (the order alternating between rounds), each in a fresh
 process that times only its ``clean_dataset`` call (``--workers`` processes), and prints the
-ratio this/baseline and whether the two outputs are byte-identical.
+ratios this/baseline of wall time and of CPU time (user + system of the process and its
+workers: on a machine others load, the steadier figure) and whether the two outputs are
+byte-identical.
 
 Usage: python bench/clean_throughput.py [--sizes 1000 10000] [--image-size 128] [--workers 2]
        [--rounds 3] [--work-dir DIR] [--baseline-src DIR]
@@ -86,35 +88,43 @@ def _clean(raw: Path, out: Path, *, workers: int) -> float:
 
 
 _TIMED_CLEAN = """
-import sys, time
+import os, sys, time
 sys.path.insert(0, sys.argv[1])
 from detflow.data.clean import clean_dataset
-start = time.perf_counter()
+start, cpu = time.perf_counter(), os.times()
 clean_dataset(in_json=sys.argv[2], out_dir=sys.argv[3], workers=int(sys.argv[4]))
-print(time.perf_counter() - start)
+end = os.times()
+used = sum(end[:4]) - sum(cpu[:4])  # user + system, this process and its workers
+print(time.perf_counter() - start, used)
 """
 
 
-def _clean_with(src: Path, raw: Path, out: Path, *, workers: int) -> float:
-    """Seconds of ``clean_dataset`` imported from ``src``, in a fresh process."""
+def _clean_with(src: Path, raw: Path, out: Path, *, workers: int) -> tuple[float, float]:
+    """Wall and CPU seconds of ``clean_dataset`` imported from ``src``, in a fresh process
+    (CPU: user + system of it and its worker processes, the figure a loaded machine
+    disturbs least)."""
     shutil.rmtree(out, ignore_errors=True)
     os.sync()
     args = [sys.executable, "-c", _TIMED_CLEAN, str(src), str(raw), str(out), str(workers)]
     result = subprocess.run(args, check=True, capture_output=True, text=True)
-    return float(result.stdout.split()[-1])
+    wall, cpu = result.stdout.split()[-2:]
+    return float(wall), float(cpu)
 
 
-def _compare(raw: Path, work: Path, baseline: Path, *, workers: int, rounds: int) -> tuple:
-    """Median seconds of clean from ``baseline`` and from this checkout; same outputs."""
+def _compare(raw: Path, work: Path, baseline: Path, *, workers: int, rounds: int) -> dict:
+    """Median wall and CPU seconds of clean from ``baseline`` and from this checkout."""
     this = Path(__file__).resolve().parents[1] / "src"
-    times: dict[str, list[float]] = {"base": [], "this": []}
+    times: dict[str, list[tuple[float, float]]] = {"base": [], "this": []}
     for index in range(rounds):
         order = ("base", "this") if index % 2 == 0 else ("this", "base")
         for name in order:
             src = baseline if name == "base" else this
             times[name].append(_clean_with(src, raw, work / name, workers=workers))
-    same = _same_tree(work / "base", work / "this")
-    return statistics.median(times["base"]), statistics.median(times["this"]), same
+    return {
+        f"{name}_{kind}": statistics.median(t[k] for t in runs)
+        for name, runs in times.items()
+        for k, kind in enumerate(("wall", "cpu"))
+    } | {"same": _same_tree(work / "base", work / "this")}
 
 
 def _same_tree(a: Path, b: Path) -> bool:
@@ -198,16 +208,23 @@ def compare_main(args) -> None:
         f"machine: {os.cpu_count()} cores; images {args.image_size}x{args.image_size} PNG; "
         f"{args.workers} workers; medians of {args.rounds} rounds; baseline {args.baseline_src}"
     )
-    print("| images | baseline clean s | this clean s | this/baseline | outputs identical |")
-    print("|---|---|---|---|---|")
+    print(
+        "| images | baseline wall s | this wall s | this/baseline wall | baseline CPU s "
+        "| this CPU s | this/baseline CPU | outputs identical |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for count in args.sizes:
         with tempfile.TemporaryDirectory(prefix=".clean-bench-", dir=args.work_dir) as work:
             raw = _generate(Path(work), count, args.image_size)
             _decode_all(raw)  # warm the page cache
-            base, this, same = _compare(
+            t = _compare(
                 raw, Path(work), args.baseline_src, workers=args.workers, rounds=args.rounds
             )
-        print(f"| {count} | {base:.3f} | {this:.3f} | {this / base:.3f}x | {same} |")
+        print(
+            f"| {count} | {t['base_wall']:.3f} | {t['this_wall']:.3f} "
+            f"| {t['this_wall'] / t['base_wall']:.3f}x | {t['base_cpu']:.3f} "
+            f"| {t['this_cpu']:.3f} | {t['this_cpu'] / t['base_cpu']:.3f}x | {t['same']} |"
+        )
 
 
 if __name__ == "__main__":
