@@ -13,7 +13,7 @@ from detflow.model.postprocess_config import PostprocessOptions
 from detflow.train.distributed import is_main_process, world_size
 from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
-from detflow.train.plan import plan_training
+from detflow.train.plan import cut_training_tiles, plan_training
 
 from _app import stage
 
@@ -30,6 +30,12 @@ def main(cfg: dict, root: Path) -> dict:
         train_dataset=load_dataset(train_json),
         val_dataset=load_dataset(val_json),
         world_size=world_size(),
+    )
+    train_json = cut_training_tiles(  # the train split's tiles, where the plan tiles
+        plan,
+        train_json=train_json,
+        out_dir=root / paths["tiles"],
+        max_pixels=cfg["limits"]["max_pixels"],
     )
     live = None
     if is_main_process():

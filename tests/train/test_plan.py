@@ -7,10 +7,12 @@ import dataclasses
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 import detflow.model.build as build
+from detflow.core.errors import ConfigError
 from detflow.data import manifest
 from detflow.data.torch_dataset import DetectionDataset, batches_per_epoch, train_loader
 from detflow.model.build import build_model, build_skeleton
@@ -18,7 +20,7 @@ from detflow.model.checkpoint_file import read_checkpoint
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.train.data_check import AnchorGrid, input_size
 from detflow.train.options import TrainOptions
-from detflow.train.plan import plan_training
+from detflow.train.plan import cut_training_tiles, plan_training
 
 from conftest import REPO, run
 from train_helpers import TINY_MODEL, plan_and_train, tiny_split
@@ -175,6 +177,7 @@ def test_detflow_plan_prints_every_choice_and_its_reason(data, tmp_path):
     assert lines[0].startswith("data check: 6 train images")
     chosen = [line.split("=")[0] for line in lines[1:]]
     assert chosen == [
+        "auto: model.tiles",
         "auto: model.name",
         "auto: model.min_size",
         "auto: postprocess.max_detections",
@@ -187,4 +190,84 @@ def test_detflow_plan_prints_every_choice_and_its_reason(data, tmp_path):
     assert missing.returncode == 2
     assert "data/augmented/train.json: no such split file; run `dvc repro augment`" in (
         missing.stderr
+    )
+
+
+def _large_images(root, *, images=3, boxes=(20, 40), side=(8, 24), seed=0):
+    """Generated large images (1200-1800 px) with small boxes drawn on them: a canonical
+    dataset JSON under ``root``."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    dataset = manifest.new_dataset(class_names=["dot"])
+    (root / "images").mkdir(parents=True)
+    for i in range(images):
+        width, height = (int(v) for v in rng.integers(1200, 1800, 2))
+        image = Image.new("RGB", (width, height), (40, 40, 40))
+        draw = ImageDraw.Draw(image)
+        image_id = manifest.add_image(
+            dataset, file_name=f"{i}.png", width=width, height=height, source="s", group=str(i)
+        )
+        for _ in range(int(rng.integers(*boxes))):
+            s = float(rng.uniform(*side))
+            x, y = rng.uniform(0, width - s), rng.uniform(0, height - s)
+            draw.ellipse([x, y, x + s, y + s], fill=(230, 230, 230))
+            manifest.add_box(dataset, image_id=image_id, category_id=1, xywh=[x, y, s, s])
+        image.save(root / "images" / f"{i}.png")
+    manifest.save_dataset(dataset, root / "train.json", image_dir=root / "images")
+    return root / "train.json"
+
+
+def test_auto_tiles_small_objects_in_large_images_and_the_stage_cuts_what_was_planned(tmp_path):
+    train_json = _large_images(tmp_path / "large")
+    dataset = manifest.load_dataset(train_json)
+    model = {**AUTO_MODEL, "min_size": "auto", "max_size": "auto", "tiles": "auto"}
+    plan = _plan_on(dataset, model)
+    tiles = plan.choices["model.tiles"]
+    assert tiles["value"] == {"size": 416, "overlap": 24} and "640 px" in tiles["reason"]
+    assert plan.model["min_size"] == plan.model["max_size"] == 416 and "tiles" not in plan.model
+    counts = plan.tiles["counts"]
+    assert counts["images_in"] == 3 and counts["boxes_never_whole"] == 0
+    assert plan.check["data"]["images"] == counts["tiles_out"]  # the plan measures the tiles
+    assert plan.metrics()["auto"]["tiles"] == "size 416 overlap 24"
+    trained = cut_training_tiles(
+        plan, train_json=train_json, out_dir=tmp_path / "t", max_pixels=10**8
+    )
+    assert trained == tmp_path / "t" / "train.json"
+    cut = manifest.load_dataset(trained)
+    assert len(cut["images"]) == counts["tiles_out"]
+    assert all((tmp_path / "t" / "images" / im["file_name"]).is_file() for im in cut["images"])
+    assert json.loads((tmp_path / "t" / "tiles.json").read_text())["counts"] == counts
+
+
+def test_tiles_off_set_and_wrong(tmp_path, data):
+    large = manifest.load_dataset(_large_images(tmp_path / "large", images=1))
+    model = {**AUTO_MODEL, "min_size": "auto", "max_size": "auto"}
+    off = _plan_on(large, {**model, "tiles": "off"})
+    assert off.tiles is None and off.choices["model.tiles"]["value"] == "off"
+    assert cut_training_tiles(off, train_json=tmp_path / "x.json", out_dir=tmp_path / "o",
+                              max_pixels=10**8) == tmp_path / "x.json"  # fmt: skip
+    assert json.loads((tmp_path / "o" / "tiles.json").read_text()) == {"tiles": None}
+    fixed = _plan_on(large, {**model, "tiles": {"size": 320, "overlap": 32}})
+    assert fixed.tiles["size"] == 320 and fixed.model["min_size"] == 320
+    small_images = manifest.load_dataset(data / "augmented" / "train.json")
+    auto = _plan_on(small_images, {**model, "tiles": "auto"})  # 64-px images: nothing to tile
+    assert auto.tiles is None and "whole images" in auto.choices["model.tiles"]["reason"]
+    for wrong, match in (("always", "model.tiles='always' is not allowed"),
+                         ({"size": 320}, "set exactly size and overlap")):  # fmt: skip
+        with pytest.raises(ConfigError, match=match):
+            _plan_on(large, {**model, "tiles": wrong})
+    with pytest.raises(ConfigError, match="model.tiles: training on tiles runs in one process"):
+        plan_training(
+            model_config={**model, "tiles": "auto"},
+            postprocess=AUTO_POSTPROCESS,
+            options=OPTIONS,
+            train_dataset=large,
+            world_size=2,
+        )
+
+
+def _plan_on(dataset, model):
+    return plan_training(
+        model_config=model, postprocess=AUTO_POSTPROCESS, options=OPTIONS, train_dataset=dataset
     )

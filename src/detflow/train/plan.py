@@ -7,6 +7,9 @@ detection budget; the test split is never read) and the config, and returns a fr
 ``auto`` resolved, each choice with its value and reason, and the data check they rest on.
 In order (each step sees the previous one's result):
 
+0. ``model.tiles`` (:mod:`detflow.train.auto_tiles`): tiles cut from the full-resolution
+   images, or whole images; where tiled, every later step measures the tiles (metadata only:
+   :func:`~detflow.data.tile_dataset.tiled_manifest`) and the input size is the tile's.
 1. ``model.name`` (:mod:`detflow.train.model_choice`) and, per candidate, ``model.min_size``,
    anchors, RoIs and ``postprocess.max_detections`` (:mod:`detflow.train.auto_model`).
    Candidates are measured on their skeletons (:func:`~detflow.model.build.build_skeleton`:
@@ -26,18 +29,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 from types import MappingProxyType
 
-from detflow.core.errors import DetflowError
+from detflow.core.errors import ConfigError, DetflowError
+from detflow.core.files import write_json
 from detflow.core.options import read_params
 from detflow.data import manifest
+from detflow.data.tile_dataset import tile_dataset, tiled_manifest
 from detflow.data.torch_dataset import batches_per_epoch
 from detflow.model.build import AUTO, build_skeleton
 from detflow.model.postprocess import model_kwargs
 from detflow.model.postprocess_config import DEFAULT_MAX_DETECTIONS, PostprocessOptions
 from detflow.train import auto_model, data_check, model_choice
 from detflow.train.auto_schedule import resolve_schedule
+from detflow.train.auto_tiles import EMPTY_RATE, MERGE, MIN_VISIBLE, resolve_tiles
 from detflow.train.options import TrainOptions
 
 PLAN_SCHEMA = 1
@@ -61,6 +68,7 @@ class TrainingPlan:
     choices: MappingProxyType
     check: MappingProxyType
     class_names: tuple[str, ...]
+    tiles: MappingProxyType | None = None
 
     def to_dict(self) -> dict:
         """The JSON-ready record (``plan.json``, the checkpoints' ``plan``)."""
@@ -71,6 +79,7 @@ class TrainingPlan:
             "postprocess": self.postprocess.to_dict(),
             "train": dataclasses.asdict(self.options),
             "class_names": list(self.class_names),
+            "tiles": dict(self.tiles) if self.tiles else None,
             "data_check": dict(self.check),
         }
 
@@ -117,6 +126,14 @@ def plan_training(
     train split) and the config; ``val_dataset`` (the val split) only sizes the detection
     budget; ``world_size``: training processes (each gets its shard of the batches)."""
     class_names = manifest.class_names(train_dataset)
+    model_config, tiling, tile_choices, train_dataset, val_dataset = _tiling(
+        model_config, train_dataset, val_dataset, seed=options.seed
+    )
+    if tiling and world_size > 1:
+        raise ConfigError(
+            "model.tiles: training on tiles runs in one process for now (torchrun ranks "
+            "would cut the same tiles); set model.tiles=off or train without torchrun"
+        )
 
     def check(config: dict):
         skeleton = build_skeleton(
@@ -144,7 +161,7 @@ def plan_training(
     options, schedule = resolve_schedule(
         options, steps_per_epoch=steps, images=len(train_dataset["images"])
     )
-    choices = {**found.pop("auto"), **schedule}
+    choices = {**tile_choices, **found.pop("auto"), **schedule}
     return TrainingPlan(
         model=MappingProxyType(dict(config)),
         postprocess=resolved,
@@ -152,7 +169,42 @@ def plan_training(
         choices=MappingProxyType(choices),
         check=MappingProxyType(found),
         class_names=tuple(class_names),
+        tiles=MappingProxyType(tiling) if tiling else None,
     )
+
+
+def _tiling(model_config: dict, train_dataset: dict, val_dataset: dict | None, *, seed: int):
+    """``model.tiles`` (:mod:`detflow.train.auto_tiles`): the model config without it (its
+    input size the tile's where tiled), the tiles record (None: whole images), the choices
+    (none where the config has no ``tiles`` key), and the train and val datasets the rest
+    of the plan measures: their tiles where tiled (metadata only, no pixels)."""
+    config = {k: v for k, v in model_config.items() if k != "tiles"}
+    if "tiles" not in model_config:
+        return config, None, {}, train_dataset, val_dataset
+    spec, choice = resolve_tiles(
+        model_config["tiles"], min_size=config.get("min_size", AUTO), dataset=train_dataset
+    )
+    choices = {"model.tiles": choice}
+    if spec is None:
+        return config, None, choices, train_dataset, val_dataset
+    cut = {"size": spec.size, "overlap": spec.overlap, "min_visible": MIN_VISIBLE}
+    cut.update(empty_rate=EMPTY_RATE, seed=seed)
+    tiled_train, counts = tiled_manifest(train_dataset, **cut)
+    tiled_val = tiled_manifest(val_dataset, **cut)[0] if val_dataset else None
+    config.update(min_size=spec.size, max_size=spec.size)
+    choices["model.min_size"] = {
+        "value": spec.size,
+        "reason": "the tile size: a tile enters the model without resizing",
+    }
+    densest = max(_densest(train_dataset), _densest(val_dataset))
+    record = {**cut, **MERGE, "max_detections": max(DEFAULT_MAX_DETECTIONS, densest)}
+    return config, {**record, "counts": counts}, choices, tiled_train, tiled_val
+
+
+def _densest(dataset: dict | None) -> int:
+    """The most boxes on one image of ``dataset`` (0 for none)."""
+    counts = Counter(a["image_id"] for a in (dataset or {}).get("annotations", []))
+    return max(counts.values(), default=0)
 
 
 def plan_from_params(
@@ -180,5 +232,34 @@ def plan_from_params(
     )
 
 
+def cut_training_tiles(
+    plan: TrainingPlan, *, train_json: str | Path, out_dir: str | Path, max_pixels: int
+) -> Path:
+    """The train split as the plan trains on it: ``train_json`` itself where the plan has
+    no tiles; else its tiles, cut into ``out_dir`` (:func:`~detflow.data.tile_dataset.
+    tile_dataset`: the same tiles the plan measured) with ``out_dir/train.json``. Either way
+    ``out_dir/tiles.json`` records the tiles (``null``: whole images) and their counts.
+    Returns the JSON to train on."""
+    out_dir = Path(out_dir)
+    if not plan.tiles:
+        write_json(out_dir / "tiles.json", {"tiles": None})
+        return Path(train_json)
+    cut = {k: plan.tiles[k] for k in ("size", "overlap", "min_visible", "empty_rate", "seed")}
+    dataset = manifest.load_dataset(train_json)
+    images = out_dir / "images"
+    tiled, counts = tile_dataset(
+        dataset,
+        images_dir=manifest.image_dir(train_json, dataset),
+        out_dir=images,
+        max_pixels=max_pixels,
+        **cut,
+    )
+    manifest.save_dataset(tiled, out_dir / "train.json", image_dir=images)
+    write_json(out_dir / "tiles.json", {"tiles": cut, "counts": counts})
+    return out_dir / "train.json"
+
+
 def _shown(value):
+    if isinstance(value, dict):
+        return " ".join(f"{k} {v}" for k, v in value.items())
     return " ".join(f"{v:g}" for v in value) if isinstance(value, list) else value

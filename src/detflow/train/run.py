@@ -115,6 +115,7 @@ def build_run(
         "train_options": dataclasses.asdict(options),
         "world_size": world.size,
         "plan": plan.to_dict(),
+        "tiles": tile_settings(plan),
     }
     return TrainingRun(
         options,
@@ -130,6 +131,15 @@ def build_run(
         meta,
         plan,
     )
+
+
+def tile_settings(plan: TrainingPlan) -> dict | None:
+    """What a checkpoint tells inference of the plan's tiles (``state["tiles"]``): tile
+    size and overlap (pixels) and the merge across tiles; None for whole images."""
+    if not plan.tiles:
+        return None
+    keys = ("size", "overlap", "merge", "iou", "with_full_image", "metric")
+    return {key: plan.tiles[key] for key in keys}
 
 
 def amp_mode(mode: str, device: torch.device):
