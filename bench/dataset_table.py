@@ -108,7 +108,7 @@ def run_stages(stages, dataset: list[str], work: Path, overrides: list[str]) -> 
     """The stage scripts ``stages`` in order, every path under ``work``."""
     paths = [
         f"paths.{key}={work / key}"
-        for key in ("raw", "clean", "split", "augmented", "train", "reports")
+        for key in ("raw", "clean", "split", "augmented", "tiles", "train", "reports")
     ]
     for stage in stages:
         args = [*dataset, *paths, *overrides, f"hydra.run.dir={work}/hydra"]

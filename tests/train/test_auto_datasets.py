@@ -88,7 +88,7 @@ def test_an_auto_input_size_builds_at_416(name):
 
 def _chosen(dataset: dict, **given) -> tuple[dict, dict]:
     """The plan of the default config (``name: auto``) and ``given``: as :func:`_choices`."""
-    return _choices({**DEFAULT, "name": "auto", **given}, dataset)
+    return _choices({**DEFAULT, "name": "auto", "tiles": "auto", **given}, dataset)
 
 
 def test_auto_model_picks_fcos_for_raccoon(shared_datasets, tmp_path):
@@ -98,12 +98,13 @@ def test_auto_model_picks_fcos_for_raccoon(shared_datasets, tmp_path):
     assert list(check["best_possible_recall_by_model"]) == ["fcos_mobilenet_v2"]
     assert check["best_possible_recall"] >= 0.95
     assert check["auto"]["model.name"]["reason"].startswith("best possible recall ")
+    assert check["auto"]["model.tiles"]["value"] == "off"  # objects large enough: whole images
 
 
 def test_auto_model_picks_fcos_for_small_touching_objects(tmp_path):
     _dense_generator()(tmp_path / "dense", images=4)
     dataset = _collected({"format": "voc", "path": str(tmp_path / "dense")}, tmp_path / "raw")
-    plan = _plan({**DEFAULT, "name": "auto"}, dataset)
+    plan = _plan({**DEFAULT, "name": "auto", "tiles": "auto"}, dataset)
     config, check = dict(plan.model), {**plan.check, "auto": dict(plan.choices)}
     assert config == {
         "name": "fcos_mobilenet_v2",
@@ -114,6 +115,7 @@ def test_auto_model_picks_fcos_for_small_touching_objects(tmp_path):
     assert check["best_possible_recall_by_model"]["fcos_mobilenet_v2"] >= 0.95
     assert "anchor_sizes" not in str(check["auto"])  # the chosen model's choices only
     assert plan.metrics()["auto"]["name"] == "fcos_mobilenet_v2"
+    assert plan.tiles is None and plan.metrics()["auto"]["tiles"] == "off"
 
 
 def test_a_set_anchor_keeps_faster_rcnn(tmp_path):
@@ -130,6 +132,7 @@ def test_auto_model_picks_fcos_for_the_bundled_set(thermal_source, tmp_path):
     dataset = _collected({"format": "yolo", "path": str(thermal_source)}, tmp_path)
     config, check = _chosen(dataset)
     assert config == {**AUTO, "name": "fcos_mobilenet_v2", "min_size": 416, "max_size": 416}
+    assert check["auto"]["model.tiles"]["value"] == "off"
     assert check["best_possible_recall"] >= 0.95
     faster_rcnn, faster_rcnn_check = _choices(DEFAULT, dataset)
     assert faster_rcnn == {
