@@ -35,6 +35,8 @@ from pathlib import Path
 
 import yaml
 
+from detflow.core.boxes import box_iou, xywh_to_xyxy
+
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "thermal_dogs_people"
 PLANTS = {"removed": 10, "swapped": 5, "shifted": 5}
@@ -114,11 +116,8 @@ def plant(split_dir: Path, *, seed: int = 0) -> list[dict]:
 
 
 def iou_xywh(a, b) -> float:
-    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    w = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
-    h = max(0.0, min(ay2, by2) - max(a[1], b[1]))
-    inter = w * h
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter) if inter else 0.0
+    """IoU of two COCO ``xywh`` px boxes (detflow's one IoU)."""
+    return float(box_iou(xywh_to_xyxy([a]), xywh_to_xyxy([b]))[0, 0])
 
 
 def score(planted: list[dict], issues: list[dict], *, top: int, min_iou: float = 0.3) -> dict:
