@@ -6,7 +6,9 @@ runs the real pipeline up to ``split``, plants 20 label errors in the val and te
 20 every time), records the planted splits as the split stage's outputs (``dvc commit``),
 then runs ``dvc repro train`` (augment, train with the default recipe, evaluate) and reports how
 many planted errors are among the top ``--top`` candidates of
-``reports/evaluate/label_issues.json`` and how many of those candidates are not planted.
+``reports/evaluate/label_issues.json`` (recall: found / 20) and how many of those candidates
+are planted (precision: planted / candidates in the top ``--top``; the list is bounded by
+cleanlab's per-class thresholds, so it may hold fewer).
 
 Planting touches only val and test, so the train split, and with it training, is the one of
 the unplanted pipeline, up to which epoch val picks as best: ``--model models/train/best.pt``
@@ -137,13 +139,17 @@ def score(planted: list[dict], issues: list[dict], *, top: int, min_iou: float =
         else:
             found.add(hit)
     by_kind = {k: sum(planted[i]["kind"] == k for i in found) for k in PLANTS}
+    listed = min(top, len(issues))
     return {
         "top": top,
         "candidates": len(issues),
         "planted": len(planted),
         "found": len(found),
         "found_by_kind": by_kind,
+        "top_planted": listed - unplanted,
         "top_not_planted": unplanted,
+        "precision": round((listed - unplanted) / listed, 3) if listed else 0.0,
+        "recall": round(len(found) / len(planted), 3) if planted else 0.0,
     }
 
 
@@ -193,6 +199,7 @@ def main() -> None:
     result = score(planted, issues["issues"], top=args.top)
     metrics = json.loads((work / "reports" / "evaluate" / "metrics.json").read_text())
     result["test_map50_with_planted_errors"] = round(metrics["map50"], 4)
+    result["label_issue_thresholds"] = metrics.get("label_issue_thresholds")
     result["issue_confidence"] = yaml.safe_load((work / "params.yaml").read_text())["evaluate"][
         "issue_confidence"
     ]
