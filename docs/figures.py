@@ -11,6 +11,8 @@ A quoted figure is a marker (an HTML comment: invisible on GitHub) and the numbe
   negates it (``-openvino_int8.map_drop``: a loss of points shown as a change);
 - ``FORMAT`` (optional, default ``g``): a Python format spec for the number.
 
+A marker right after a backtick (in a code span, as this syntax is shown in prose) is text.
+
     make docs                          # python docs/figures.py: rewrite every figure
     python docs/figures.py --check     # list the stale ones (file:line), exit 1 if any
 
@@ -29,7 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = re.compile(
-    r"<!-- fig (?P<file>\S+) (?P<key>\S+)(?: (?P<format>\S+))? -->(?P<value>[+\-−]?\d+(?:\.\d+)?)?"
+    r"(?<!`)<!-- fig (?P<file>\S+) (?P<key>\S+)(?: (?P<format>\S+))? -->"
+    r"(?P<value>[+\-−]?\d+(?:\.\d+)?)?"
 )
 
 
