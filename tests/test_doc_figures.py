@@ -62,6 +62,7 @@ def test_formats_ratios_and_signs(tmp_path):
         "13",
     ]
     assert figures.stale(out, "p.md", tmp_path) == []
+    assert figures.figures("`<!-- fig gone.json x -->`: the syntax", "p.md", tmp_path) == []
 
 
 @pytest.mark.parametrize(

@@ -57,8 +57,8 @@ def issue_thresholds(dataset: dict, predictions: dict[int, dict]) -> dict[str, f
     ``dataset``, the split under review) × cleanlab's ``AP_SCALE_FACTOR`` (0.25), the rule of
     cleanlab's ``find_label_issues`` for detection (it multiplies by 0.8 per kind:
     :data:`FACTORS`). A class the model finds well gets a higher bar; a class without labels
-    on the split gets 0 (no candidates). ``predictions``: image id → ``boxes`` ``[N, 4]`` xyxy
-    px, ``labels``, ``scores``."""
+    on the split gets 0 (only boxes scoring 0 stay). ``predictions``: image id → ``boxes``
+    ``[N, 4]`` xyxy px, ``labels``, ``scores``."""
     detections = [
         record
         for image_id, p in predictions.items()
