@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from detflow.core.boxes import box_iou
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("collect", "clean", "split", "augment", "train", "evaluate")
 RACCOON = REPO.parent / "shared" / "datasets" / "raccoon"
@@ -58,7 +60,7 @@ def generate_dense(root: Path, *, images: int, size: int = 416, seed: int = 0) -
             w, h = side * rng.uniform(0.7, 1.4), side * rng.uniform(0.7, 1.4)
             x0, y0 = rng.uniform(0, size - w), rng.uniform(0, size - h)
             box = (x0, y0, x0 + w, y0 + h)
-            if any(_iou(box, other[:4]) > 0.3 for other in boxes):
+            if any(box_iou([box], [other[:4]])[0, 0] > 0.3 for other in boxes):
                 continue
             label = int(rng.integers(0, len(DENSE_CLASSES)))
             _draw(draw, DENSE_CLASSES[label], box, _color(rng, bright=True))
@@ -82,14 +84,6 @@ def _draw(draw, kind, box, color):
         draw.rectangle(box, fill=color, outline=(20, 20, 20))
     else:
         draw.polygon([(x0, y1), ((x0 + x1) / 2, y0), (x1, y1)], fill=color, outline=(20, 20, 20))
-
-
-def _iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _voc(name: str, size: int, boxes) -> str:
