@@ -1,11 +1,12 @@
-"""export: best checkpoint → ONNX (pre/post-processing inside), gated by ORT/PyTorch parity."""
+"""export: best checkpoint → ONNX (pre/post-processing inside, the checkpoint's tiles in its
+metadata), gated by ORT/PyTorch parity (sliced end to end for a model trained on tiles)."""
 
 from pathlib import Path
 
 from detflow.core.files import write_json
 from detflow.data.torch_dataset import DetectionDataset
 from detflow.deploy.export import ExportOptions, export_verified, parity_count
-from detflow.model.checkpoint_file import resolve_postprocess
+from detflow.model.checkpoint_file import resolve_postprocess, stored_tiles
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.model.restore import load_checkpoint
 
@@ -31,6 +32,7 @@ def main(cfg: dict, root: Path) -> dict:
         config=state["config"],
         options=options,
         postprocess=postprocess,
+        tiles=stored_tiles(state),  # None: whole images
     )
     write_json(root / paths["reports"] / "export.json", report)
     return report

@@ -2,7 +2,8 @@
 
 ``<out_dir>/model.onnx`` is the variant's file byte for byte; ``<out_dir>/model_card.json``
 holds the variant, its benchmark row (metrics, latency, throughput, provider, status), the
-class names, input spec, normalisation and post-processing from the model's metadata, the
+class names, input spec, normalisation, post-processing and tiles (sliced inference: tile
+size, overlap, merge; null for whole images) from the model's metadata, the
 file's SHA-256, the source commit and the model's cost (params, FLOPs per image). Both are
 written together (one atomic directory).
 """
@@ -60,6 +61,7 @@ def deploy(
         "input": meta.get("input"),
         "normalize": meta.get("normalize"),
         "postprocess": meta.get("postprocess"),
+        "tiles": meta.get("tiles"),  # size, overlap, merge…: sliced inference; None: whole images
         "config_sha256": meta.get("config_sha256"),
         "model_sha256": sha256_file(model_path),
         "source_commit": commit,
