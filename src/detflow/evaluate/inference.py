@@ -145,7 +145,7 @@ def tensor_to_rgb(image: torch.Tensor) -> np.ndarray:
 def rgb_to_tensor(tile: np.ndarray) -> torch.Tensor:
     """``[h, w, 3]`` uint8 RGB → ``[3, h, w]`` float32 tensor in 0..1 (the dataset's and the
     ONNX runtime's values)."""
-    return torch.from_numpy(np.ascontiguousarray(tile)).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(tile.copy()).permute(2, 0, 1).float().div_(255.0)  # owned, C order
 
 
 def detect_dataset(
