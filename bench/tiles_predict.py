@@ -7,7 +7,8 @@ A tiny detector (the default ``fcos_mobilenet_v2``, ImageNet trunk, untrained he
 same graph, the metadata taken out). On a generated 4000×3000 JPEG (and a 50-megapixel one,
 sliced only), each model runs ``detflow predict`` (:func:`detflow.deploy.predict.
 predict_source`) in a fresh child process on ``--runs`` copies of the image (the
-50-megapixel one: at most 2), so each child's peak RSS (``ru_maxrss``) is its own. Printed
+50-megapixel one: at most 2), so each child's peak RSS is its own (``VmHWM`` of
+/proc/self/status: ``ru_maxrss`` would carry the parent's peak across ``exec``). Printed
 side by side: latency per full image (median of the copies after the first; the first
 builds the batched graph), tiles per image and peak RSS, and the sliced / whole ratios.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -113,7 +113,7 @@ def _child(model: str, folder: str, threads: int) -> None:
         else 1
         for r in records
     ]
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = _peak_rss_mib()
     torch_loaded = any(m.split(".")[0] == "torch" for m in sys.modules)
     print(
         json.dumps(
@@ -126,6 +126,14 @@ def _child(model: str, folder: str, threads: int) -> None:
             }
         )
     )
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident set size (``VmHWM``, reset by ``exec``), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _run_child(model: Path, folder: Path, threads: int) -> dict:

@@ -119,6 +119,20 @@ def test_tiles_of_one_image_go_through_detect_batch_in_chunks(exported, monkeypa
     assert detector.last_tiles == 6
 
 
+def test_unreadable_tiles_name_the_file(exported, tmp_path):
+    proto = onnx.load(str(exported[1]))
+    onnx.helper.set_model_props(
+        proto,
+        {p.key: p.value for p in proto.metadata_props} | {"detflow_tiles": '{"size": 96}'},
+    )
+    path = tmp_path / "bad.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(
+        DetflowError, match=r"bad.onnx: detflow_tiles cannot be read \(tiles.overlap is required"
+    ):
+        OnnxDetector(path)
+
+
 def test_the_gate_refuses_tiles_other_than_the_files(exported):
     model, path, _ = exported
     with pytest.raises(DetflowError, match="detflow_tiles .* differ"):

@@ -203,6 +203,19 @@ def input_to_rgb(image) -> np.ndarray:
     return np.clip(np.rint(array * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
+def _tiles(path: Path, meta: dict[str, str]):
+    """The model's ``detflow_tiles`` as :class:`~detflow.core.tile_settings.TileSettings`,
+    or None (absent or null); DetflowError names the file when they cannot be read."""
+    if TILES_KEY not in meta:
+        return None
+    try:
+        return tile_settings(json.loads(meta[TILES_KEY]))
+    except (ValueError, TypeError) as exc:  # JSON or ConfigError (a ValueError)
+        raise DetflowError(
+            f"{path}: {TILES_KEY} cannot be read ({exc}); export the model again"
+        ) from exc
+
+
 def read_settings(
     detector, meta: dict[str, str], *, postprocess: bool, sliced: bool = True
 ) -> None:
@@ -212,9 +225,7 @@ def read_settings(
     them, else None) from its detflow metadata; shared by the ONNX Runtime and OpenVINO
     detectors."""
     detector.metadata = meta
-    detector.tiles = (
-        tile_settings(json.loads(meta[TILES_KEY])) if sliced and TILES_KEY in meta else None
-    )
+    detector.tiles = _tiles(detector.path, meta) if sliced else None
     detector.last_tiles = 1
     detector.class_names = json.loads(meta["detflow_class_names"])
     detector.postprocess = None
