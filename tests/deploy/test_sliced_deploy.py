@@ -170,7 +170,11 @@ def test_runtime_and_predict_slice_rgb_images(exported, tmp_path):
 
 
 def test_model_card_states_the_tiles(exported, tmp_path):
+    from detflow.deploy.variants import build_ort_fp32
+
     _, path, _ = exported
+    build_ort_fp32(path, tmp_path / "ort_fp32.onnx")  # optimize's variants keep the metadata
+    assert OnnxDetector(tmp_path / "ort_fp32.onnx").tiles == TILES
     card = deploy(variant="ort_fp32", model_path=path, row={}, out_dir=tmp_path / "d", commit=None)
     assert card["tiles"] == TILES.to_dict()
 
