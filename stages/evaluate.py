@@ -1,6 +1,7 @@
 """evaluate: COCO metrics, P/R/F1, confusion matrix, plots and PyTorch latency of the best
-checkpoint on the test split, post-processed by the shared ``postprocess.*``; then bootstrap
-CIs, the TIDE error breakdown, label-issue candidates on val + test and the model's cost."""
+checkpoint on the test split (sliced when the checkpoint has ``tiles``), post-processed by the
+shared ``postprocess.*``; then bootstrap CIs, the TIDE error breakdown, label-issue
+candidates on val + test and the model's cost."""
 
 from pathlib import Path
 
@@ -8,7 +9,7 @@ from detflow.data.torch_dataset import DetectionDataset
 from detflow.evaluate.inference import EvaluateOptions, evaluate
 from detflow.evaluate.insight import analyse
 from detflow.evaluate.report import write_evaluation
-from detflow.model.checkpoint_file import check_classes, resolve_postprocess
+from detflow.model.checkpoint_file import check_classes, resolve_postprocess, stored_tiles
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.model.restore import load_checkpoint
 
@@ -26,9 +27,16 @@ def main(cfg: dict, root: Path) -> dict:
     val = DetectionDataset(Path(paths["split"]) / "val.json")
     for split in (test, val):
         check_classes(state["class_names"], split.class_names, where=split.json_path)
-    evaluation = evaluate(model, test, postprocess=postprocess, options=options)
+    tiles = stored_tiles(state)  # None: whole images
+    evaluation = evaluate(model, test, postprocess=postprocess, options=options, tiles=tiles)
     insight = analyse(
-        model, evaluation, test=test, val=val, postprocess=postprocess, options=options
+        model,
+        evaluation,
+        test=test,
+        val=val,
+        postprocess=postprocess,
+        options=options,
+        tiles=tiles,
     )
     out = root / paths["reports"] / "evaluate"
     write_evaluation(evaluation, out, dataset=test, options=options, insight=insight)

@@ -1,12 +1,13 @@
-"""export: best checkpoint → ONNX (pre/post-processing inside), gated by ORT/PyTorch parity on
-val images (the test split is not read)."""
+"""export: best checkpoint → ONNX (pre/post-processing inside, the checkpoint's tiles in its
+metadata), gated by ORT/PyTorch parity on val images (sliced end to end for a model trained on
+tiles; the test split is not read)."""
 
 from pathlib import Path
 
 from detflow.core.files import write_json
 from detflow.data.torch_dataset import DetectionDataset
 from detflow.deploy.export import ExportOptions, export_verified, parity_count
-from detflow.model.checkpoint_file import resolve_postprocess
+from detflow.model.checkpoint_file import resolve_postprocess, stored_tiles
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.model.restore import load_checkpoint
 
@@ -32,6 +33,7 @@ def main(cfg: dict, root: Path) -> dict:
         config=state["config"],
         options=options,
         postprocess=postprocess,
+        tiles=stored_tiles(state),  # None: whole images
     )
     write_json(root / paths["reports"] / "export.json", report)
     return report

@@ -8,7 +8,8 @@ variant that ran also holds ``size_mb``, ``val_map50_95``, ``val_map50`` (COCO, 
 after the post-processing in the model's metadata), ``map_drop`` (val mAP50-95 points lost
 against ``ort_fp32``), ``latency_ms_p50|p95`` (batch 1, one val image per call),
 ``throughput_img_s`` (val images per second of inference, one after another) and
-``provider`` (the ORT execution provider, or OpenVINO's device, that ran it). With
+``provider`` (the ORT execution provider, or OpenVINO's device, that ran it); a model with
+tiles detects per full image, sliced, and its row adds ``tiles_per_image`` (the mean). With
 ``optimize.latency_rounds`` > 0 the latency and throughput come from that many rounds timing
 every variant side by side (:mod:`detflow.deploy.latency_rounds`; ``latency_rounds`` in the
 row), else from the accuracy pass, one variant after another.
@@ -130,15 +131,17 @@ def _name(provider) -> str:
 
 
 def _measure(detector, dataset) -> dict:
-    seconds = []
+    seconds, tiles = [], []
 
     def predict_one(image):
         start = time.perf_counter()
         out = detector(image.numpy())
         seconds.append(time.perf_counter() - start)
+        tiles.append(detector.last_tiles)
         return out
 
     metrics = evaluate_predictor(predict_one, dataset)
+    sliced = {"tiles_per_image": sum(tiles) / len(tiles)} if detector.tiles is not None else {}
     return {
         "status": "ok",
         "size_mb": round(model_bytes(detector.path) / 1e6, 3),
@@ -148,6 +151,7 @@ def _measure(detector, dataset) -> dict:
         "latency_ms_p95": metrics["latency_ms_p95"],
         "throughput_img_s": len(seconds) / sum(seconds),
         "provider": detector.provider,
+        **sliced,
     }
 
 

@@ -1,7 +1,11 @@
 """export: the trained detector → ONNX with pre- and post-processing in the graph, gated by
 a parity check of ONNX Runtime against PyTorch on real images.
 
-Box errors are in ``xyxy`` pixels of the input image; scores are compared absolutely.
+Box errors are in ``xyxy`` pixels of the input image; scores are compared absolutely. A model
+trained on tiles carries its :class:`~detflow.core.tile_settings.TileSettings` in the file
+(``detflow_tiles``), and the gate also checks sliced inference end to end: ONNX Runtime
+sliced (:class:`~detflow.deploy.onnx_detector.OnnxDetector`) against PyTorch sliced
+(:func:`detflow.evaluate.inference.sliced_predictor`) on the same full images.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from detflow.core.errors import ConfigError, DetflowError, require_positive
 from detflow.core.faults import maybe_kill
 from detflow.core.files import atomic_file
 from detflow.core.options import ConfigOptions
-from detflow.deploy.onnx_detector import OUTPUTS, OnnxDetector
-from detflow.evaluate.inference import detect_images
+from detflow.core.tile_settings import TileSettings
+from detflow.deploy.onnx_detector import OUTPUTS, TILES_KEY, OnnxDetector
+from detflow.evaluate.inference import detect_images, sliced_predictor
 from detflow.model.postprocess import apply_postprocess
 from detflow.model.postprocess_config import PostprocessOptions
 
@@ -58,6 +63,7 @@ def export_onnx(
     config: dict,
     options: ExportOptions,
     postprocess: PostprocessOptions | None = None,
+    tiles: TileSettings | None = None,
 ) -> None:
     """Export ``model`` (eval mode) with a dynamic ``[3, H, W]`` input to ``onnx_path`` with
     ``options.opset``; ``options.simplify``: ``none`` | ``onnxslim`` (constant folding and
@@ -67,7 +73,8 @@ def export_onnx(
     score threshold and a hash of the training config as metadata properties; with
     ``postprocess`` (the shared ``postprocess.*`` options) also ``detflow_postprocess`` (their
     JSON), which :class:`detflow.deploy.onnx_detector.OnnxDetector` applies to the graph's
-    outputs.
+    outputs; with ``tiles`` (the checkpoint's) also ``detflow_tiles`` (their JSON), with
+    which the detector slices.
     """
     model.eval()
     tmp = str(onnx_path)
@@ -108,6 +115,8 @@ def export_onnx(
     }
     if postprocess is not None:
         meta["detflow_postprocess"] = json.dumps(postprocess.to_dict(), sort_keys=True)
+    if tiles is not None:
+        meta[TILES_KEY] = json.dumps(tiles.to_dict(), sort_keys=True)
     if options.simplify == "onnxslim":
         import onnxslim  # only when asked for: it takes seconds to import and run
 
@@ -164,6 +173,7 @@ def check_parity(
     options: ExportOptions,
     score_threshold: float,
     postprocess: PostprocessOptions | None = None,
+    tiles: TileSettings | None = None,
 ) -> dict:
     """Compare ORT with PyTorch on ``images`` within ``options.max_box_error_px`` and
     ``options.max_score_error``, image by image and all of them as one batch (the graph with a
@@ -174,8 +184,9 @@ def check_parity(
     :func:`detflow.model.postprocess.apply_postprocess` before they are compared (None: the raw
     outputs are compared). Unmatched detections are tolerated only within
     ``max_score_error`` of ``score_threshold`` (they may cross it through rounding alone).
+    ``tiles``: also each image sliced, ONNX Runtime against PyTorch (:func:`check_sliced`).
     """
-    detector = OnnxDetector(onnx_path, postprocess=False)  # raw outputs: applied below
+    detector = OnnxDetector(onnx_path, postprocess=False, sliced=False)  # raw: applied below
     batched = detector.detect_batch([image.numpy() for image in images])
     report = {"images": len(images), "batch": len(images), "max_box_error_px": 0.0}
     report |= {"max_score_error": 0.0, "detections": 0}
@@ -196,6 +207,18 @@ def check_parity(
             if bad is not None and worst is None:
                 worst = (name + how, result, bad)
         maybe_kill("export.image")
+    if tiles is not None:
+        report["sliced"], bad = check_sliced(
+            model=model,
+            onnx_path=onnx_path,
+            images=images,
+            names=names,
+            options=options,
+            score_threshold=score_threshold,
+            postprocess=postprocess,
+            tiles=tiles,
+        )
+        worst = worst or bad
     report["passed"] = worst is None
     if worst is not None:
         name, result, bad = worst
@@ -205,6 +228,43 @@ def check_parity(
             f"(limit {options.max_score_error}), {len(bad)} unmatched detections; not exported"
         )
     return report
+
+
+def check_sliced(
+    *,
+    model: torch.nn.Module,
+    onnx_path: str | Path,
+    images: list[torch.Tensor],
+    names: list[str],
+    options: ExportOptions,
+    score_threshold: float,
+    postprocess: PostprocessOptions | None,
+    tiles: TileSettings,
+) -> tuple[dict, tuple | None]:
+    """Sliced inference end to end on ``images`` (full ``[3, H, W]`` images in 0..1): the
+    exported file's detector (which slices with its ``detflow_tiles`` and applies its
+    post-processing, NumPy only) against PyTorch sliced with ``tiles`` and ``postprocess``.
+    Returns the report (``images``, ``tiles`` in all, ``detections``, the worst box and
+    score errors) and the first failure ``(name, result, unmatched)`` or None."""
+    detector = OnnxDetector(onnx_path, postprocess=postprocess is not None)
+    if detector.tiles != tiles:
+        raise DetflowError(f"{onnx_path}: detflow_tiles {detector.tiles} differ from {tiles}")
+    reference_of = sliced_predictor(model, tiles=tiles, postprocess=postprocess)
+    report = {"images": len(images), "tiles": 0, "detections": 0}
+    report |= {"max_box_error_px": 0.0, "max_score_error": 0.0}
+    worst = None
+    for name, image in zip(names, images, strict=True):
+        reference = reference_of(image)
+        result = compare_detections(reference, detector(image.numpy()))
+        report["tiles"] += detector.last_tiles
+        report["detections"] += len(reference["scores"])
+        for key in ("max_box_error_px", "max_score_error"):
+            report[key] = max(report[key], result[key])
+        bad = _failures(result, options, score_threshold)
+        if bad is not None and worst is None:
+            worst = (f"{name} (sliced, {detector.last_tiles} tiles)", result, bad)
+        maybe_kill("export.image")
+    return report, worst
 
 
 def _failures(result: dict, options: ExportOptions, score_threshold: float) -> list | None:
@@ -235,11 +295,13 @@ def export_verified(
     config: dict,
     options: ExportOptions,
     postprocess: PostprocessOptions | None = None,
+    tiles: TileSettings | None = None,
 ) -> dict:
     """Export (see :func:`export_onnx`), then check parity on ``images`` (after
     ``postprocess``, see :func:`check_parity`); the file appears at ``onnx_path`` only if
     parity holds. Returns the parity report. ``images``: the first ``options.parity_images``
-    val images (:func:`parity_count`)."""
+    val images (:func:`parity_count`). ``tiles``: the checkpoint's, written into the file
+    and checked sliced end to end (``report["sliced"]``)."""
     if not images:
         raise DetflowError("export: no images to check parity on; the val split is empty")
     with atomic_file(onnx_path) as tmp:
@@ -251,6 +313,7 @@ def export_verified(
             config=config,
             options=options,
             postprocess=postprocess,
+            tiles=tiles,
         )
         report = check_parity(
             model=model,
@@ -262,6 +325,7 @@ def export_verified(
                 postprocess.score_threshold if postprocess else _score_threshold(model)
             ),
             postprocess=postprocess,
+            tiles=tiles,
         )
     report["opset"] = options.opset
     report["simplify"] = options.simplify

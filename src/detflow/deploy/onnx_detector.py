@@ -8,8 +8,11 @@ box decoding and NMS itself; it returns ``boxes`` (``[N, 4]`` xyxy pixels of the
 NumPy) to those outputs, so class-agnostic or soft NMS give the same detections as in
 PyTorch; with the default, class-aware hard NMS, the graph has done it all.
 :meth:`OnnxDetector.detect_batch` runs several images in one ONNX Runtime call, on the
-graph with a batch axis (:mod:`detflow.deploy.batch_graph`). Imports no torch: a deploy
-machine needs ONNX Runtime only.
+graph with a batch axis (:mod:`detflow.deploy.batch_graph`). A model trained on tiles carries
+its :class:`~detflow.core.tile_settings.TileSettings` as ``detflow_tiles``; its detector
+slices in ``__call__`` (:func:`detect_sliced`: the tiles of one image through
+``detect_batch``, merged by :mod:`detflow.core.slicing`). Imports no torch: a deploy machine
+needs ONNX Runtime only.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import onnx
 import onnxruntime as ort
 
 from detflow.core.errors import DetflowError
+from detflow.core.slicing import tiled_predict
+from detflow.core.tile_settings import tile_settings
 from detflow.deploy.batch_graph import (
     BATCH_OUTPUTS,
     UNSUPPORTED_OPTIMIZERS,
@@ -31,10 +36,12 @@ from detflow.deploy.batch_graph import (
     with_batch_axis,
 )
 from detflow.deploy.onnx_postprocess import apply_postprocess
-from detflow.model.postprocess_config import PostprocessOptions
+from detflow.model.postprocess_config import DEFAULT_MAX_DETECTIONS, PostprocessOptions
 
 OUTPUTS = ("boxes", "labels", "scores")  # the graph's outputs, read by name (order varies)
 METADATA_KEYS = ("detflow_class_names", "detflow_input", "detflow_score_threshold")
+TILES_KEY = "detflow_tiles"  # TileSettings.to_dict() as JSON; absent or null: whole images
+TILE_BATCH = 16  # tiles per detect_batch call: memory bounded by one chunk, not the image
 
 
 def make_session(
@@ -81,7 +88,9 @@ class OnnxDetector:
     into :attr:`postprocess`, a :class:`PostprocessOptions`) to the graph's outputs, and drop
     label 0 (background, which one-stage heads such as FCOS and RetinaNet also score), as
     :func:`detflow.model.postprocess.apply_postprocess` does in PyTorch; False returns the
-    outputs as the graph gives them.
+    outputs as the graph gives them. ``sliced``: a model with ``detflow_tiles`` (read into
+    :attr:`tiles`) detects tile by tile in ``__call__``; False runs the graph on the whole
+    image (the parity gate checks the graph itself).
     """
 
     def __init__(
@@ -91,6 +100,7 @@ class OnnxDetector:
         providers: list | None = None,
         threads: int = 0,
         postprocess: bool = True,
+        sliced: bool = True,
     ):
         self.path = Path(path)
         if not self.path.exists():
@@ -105,14 +115,17 @@ class OnnxDetector:
                 "export it with the detflow export stage"
             )
         self.input_name = self.session.get_inputs()[0].name
-        read_settings(self, meta, postprocess=postprocess)
+        read_settings(self, meta, postprocess=postprocess, sliced=sliced)
 
     @property
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
     def __call__(self, image) -> dict:
-        """``image``: ``[3, H, W]`` float32 in 0..1 (numpy or torch)."""
+        """``image``: ``[3, H, W]`` float32 in 0..1 (numpy or torch); sliced when the model
+        has tiles (:func:`detect_sliced`)."""
+        if self.tiles is not None:
+            return detect_sliced(self, input_to_rgb(image))
         array = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
         boxes, labels, scores = self.session.run(list(OUTPUTS), {self.input_name: array})
         return finish_outputs(self, boxes, labels, scores)
@@ -152,11 +165,68 @@ def finish_outputs(detector, boxes, labels, scores) -> dict:
     return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
 
 
-def read_settings(detector, meta: dict[str, str], *, postprocess: bool) -> None:
-    """Set a detector's ``metadata``, ``class_names`` and ``postprocess`` (the export's
-    ``postprocess.*``, when ``postprocess`` and the model has it) from its detflow metadata;
-    shared by the ONNX Runtime and OpenVINO detectors."""
+def detect_sliced(detector, image: np.ndarray) -> dict:
+    """``detector`` (with :attr:`tiles`) on one ``[H, W, 3]`` uint8 RGB image, tile by tile:
+    the tiles through ``detector.detect_batch`` in chunks of :data:`TILE_BATCH`, merged
+    (:func:`detflow.core.slicing.tiled_predict`), at most the post-processing's
+    ``max_detections``. Returns numpy ``boxes`` (``[K, 4]`` xyxy px of ``image``),
+    ``labels``, ``scores``, best first; the tile count is kept in ``detector.last_tiles``.
+    No torch. Shared by the ONNX Runtime and OpenVINO detectors."""
+
+    def predict_batch(tiles: list[np.ndarray]) -> list[dict]:
+        return detector.detect_batch([rgb_to_input(tile) for tile in tiles])
+
+    limit = getattr(detector.postprocess, "max_detections", None)
+    out = tiled_predict(
+        image,
+        predict_batch,
+        tiles=detector.tiles,
+        max_detections=limit if isinstance(limit, int) else DEFAULT_MAX_DETECTIONS,
+        batch_size=TILE_BATCH,
+    )
+    detector.last_tiles = out["tiles"]
+    return {key: out[key] for key in OUTPUTS}
+
+
+def rgb_to_input(image: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB → the graph's ``[3, H, W]`` float32 input in 0..1 (the same
+    values as the training stack's tensors)."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+
+
+def input_to_rgb(image) -> np.ndarray:
+    """The graph's ``[3, H, W]`` float input in 0..1 → ``[H, W, 3]`` uint8 RGB (exact for
+    inputs made from uint8 pixels)."""
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise DetflowError(f"image must be a [3, H, W] float array in 0..1, got {array.shape}")
+    return np.clip(np.rint(array * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def _tiles(path: Path, meta: dict[str, str]):
+    """The model's ``detflow_tiles`` as :class:`~detflow.core.tile_settings.TileSettings`,
+    or None (absent or null); DetflowError names the file when they cannot be read."""
+    if TILES_KEY not in meta:
+        return None
+    try:
+        return tile_settings(json.loads(meta[TILES_KEY]))
+    except (ValueError, TypeError) as exc:  # JSON or ConfigError (a ValueError)
+        raise DetflowError(
+            f"{path}: {TILES_KEY} cannot be read ({exc}); export the model again"
+        ) from exc
+
+
+def read_settings(
+    detector, meta: dict[str, str], *, postprocess: bool, sliced: bool = True
+) -> None:
+    """Set a detector's ``metadata``, ``class_names``, ``postprocess`` (the export's
+    ``postprocess.*``, when ``postprocess`` and the model has it) and ``tiles`` (the
+    model's :class:`~detflow.core.tile_settings.TileSettings` when ``sliced`` and it has
+    them, else None) from its detflow metadata; shared by the ONNX Runtime and OpenVINO
+    detectors."""
     detector.metadata = meta
+    detector.tiles = _tiles(detector.path, meta) if sliced else None
+    detector.last_tiles = 1
     detector.class_names = json.loads(meta["detflow_class_names"])
     detector.postprocess = None
     detector._raw = not postprocess

@@ -23,7 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from detflow.core.errors import DetflowError
-from detflow.deploy.onnx_detector import METADATA_KEYS, OUTPUTS, finish_outputs, read_settings
+from detflow.deploy.onnx_detector import (
+    METADATA_KEYS,
+    OUTPUTS,
+    detect_sliced,
+    finish_outputs,
+    input_to_rgb,
+    read_settings,
+)
 
 METADATA_RT_KEY = "detflow_metadata"
 PRECISION_KEY = "detflow_inference_precision"  # f32 | bf16: what float ops run in
@@ -49,9 +56,12 @@ def native_bf16() -> bool:
 
 class OpenVinoDetector:
     """Callable detector over an OpenVINO IR: ``detector(image)`` → numpy outputs (as
-    :class:`OnnxDetector`, including the model's post-processing and dropping label 0)."""
+    :class:`OnnxDetector`, including the model's post-processing and dropping label 0, and
+    sliced inference for a model with tiles)."""
 
-    def __init__(self, path: str | Path, *, threads: int = 0, postprocess: bool = True):
+    def __init__(
+        self, path: str | Path, *, threads: int = 0, postprocess: bool = True, sliced: bool = True
+    ):
         self.path = Path(path)
         if not self.path.exists():
             raise DetflowError(f"{self.path}: model not found; run the optimize stage first")
@@ -78,7 +88,7 @@ class OpenVinoDetector:
         if self.precision is not None:
             self._config["INFERENCE_PRECISION_HINT"] = self.precision
         self.compiled = core.compile_model(model, DEVICE, {**self._config, **LATENCY})
-        read_settings(self, meta, postprocess=postprocess)
+        read_settings(self, meta, postprocess=postprocess, sliced=sliced)
         self._request = self.compiled.create_infer_request()
         self._streams = None  # detect_batch's, compiled on its first call
 
@@ -89,7 +99,11 @@ class OpenVinoDetector:
         return name if self.precision is None else f"{name} {self.precision}"
 
     def __call__(self, image) -> dict:
-        """``image``: ``[3, H, W]`` float32 in 0..1 (numpy)."""
+        """``image``: ``[3, H, W]`` float32 in 0..1 (numpy); sliced when the model has tiles
+        (:func:`~detflow.deploy.onnx_detector.detect_sliced`: the tiles on the streams of
+        :meth:`detect_batch`)."""
+        if self.tiles is not None:
+            return detect_sliced(self, input_to_rgb(image))
         array = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
         results = self._request.infer([array])
         named = {out.get_any_name(): value for out, value in results.items()}

@@ -2,11 +2,11 @@
 
 ``<out_dir>/model.onnx`` is the variant's file byte for byte; ``<out_dir>/model_card.json``
 holds the variant, its benchmark row (metrics, latency, throughput, provider, status), the
-class names, input spec, normalisation and post-processing from the model's metadata, the
-file's SHA-256, the source commit, the model's cost (params, FLOPs per image) and the machine
-that measured the row (instruction sets and runtime versions:
-:func:`detflow.core.machine.machine_info`). Both are written together (one atomic
-directory).
+class names, input spec, normalisation, post-processing and tiles (sliced inference: tile
+size, overlap, merge; null for whole images) from the model's metadata, the file's SHA-256,
+the source commit, the model's cost (params, FLOPs per image) and the machine that measured
+the row (instruction sets and runtime versions: :func:`detflow.core.machine.machine_info`).
+Both are written together (one atomic directory).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def deploy(
         "input": meta.get("input"),
         "normalize": meta.get("normalize"),
         "postprocess": meta.get("postprocess"),
+        "tiles": meta.get("tiles"),  # size, overlap, merge…: sliced inference; None: whole images
         "config_sha256": meta.get("config_sha256"),
         "model_sha256": sha256_file(model_path),
         "source_commit": commit,

@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from detflow.core.errors import ConfigError, require_choice
 from detflow.deploy.detectors import OPENVINO_SUFFIX, load_detector
-from detflow.deploy.onnx_detector import OnnxDetector
+from detflow.deploy.onnx_detector import OnnxDetector, detect_sliced, rgb_to_input
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -71,7 +71,16 @@ def model_threshold(detector: OnnxDetector, score_threshold: float | None) -> fl
 def image_input(image: np.ndarray) -> np.ndarray:
     """``[H, W, 3]`` uint8 RGB → the model's ``[3, H, W]`` float32 input in 0..1 (the
     ``detflow_input`` metadata; the same values as the training stack's tensors)."""
-    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+    return rgb_to_input(image)
+
+
+def run_rgb(detector: OnnxDetector, image: np.ndarray) -> dict:
+    """``detector`` on one ``[H, W, 3]`` uint8 RGB image: tile by tile when the model has
+    tiles (the image is never converted whole to float: memory bounded by a chunk of
+    tiles), else on its whole input."""
+    if getattr(detector, "tiles", None) is not None:
+        return detect_sliced(detector, image)
+    return detector(image_input(image))
 
 
 def detect(detector: OnnxDetector, image: np.ndarray, threshold: float) -> tuple[dict, float]:
@@ -79,7 +88,7 @@ def detect(detector: OnnxDetector, image: np.ndarray, threshold: float) -> tuple
     Returns numpy ``boxes`` (xyxy px of ``image``), ``labels`` (1..C), ``scores`` and the
     latency in ms."""
     start = time.perf_counter()
-    output = detector(image_input(image))
+    output = run_rgb(detector, image)
     latency_ms = (time.perf_counter() - start) * 1000
     return _above(output, threshold), latency_ms
 
@@ -88,10 +97,14 @@ def detect_batch(
     detector: OnnxDetector, images: list[np.ndarray], thresholds: list[float]
 ) -> tuple[list[dict], float]:
     """:func:`detect` for several ``[H, W, 3]`` uint8 RGB images (sizes may differ) in one
-    run (``detector.detect_batch``); image ``i`` keeps scores >= ``thresholds[i]``. Returns
-    the outputs, each exactly what :func:`detect` gives, and the run's latency in ms."""
+    run (``detector.detect_batch``; a model with tiles: image by image, sliced); image
+    ``i`` keeps scores >= ``thresholds[i]``. Returns the outputs, each exactly what
+    :func:`detect` gives, and the run's latency in ms."""
     start = time.perf_counter()
-    outputs = detector.detect_batch([image_input(image) for image in images])
+    if getattr(detector, "tiles", None) is not None:  # each image's tiles are its batch
+        outputs = [detect_sliced(detector, image) for image in images]
+    else:
+        outputs = detector.detect_batch([image_input(image) for image in images])
     latency_ms = (time.perf_counter() - start) * 1000
     kept = [_above(out, threshold) for out, threshold in zip(outputs, thresholds, strict=True)]
     return kept, latency_ms

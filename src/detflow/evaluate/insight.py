@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from detflow.core.tile_settings import TileSettings
 from detflow.data.torch_dataset import DetectionDataset
 from detflow.evaluate.bootstrap import bootstrap_ci
 from detflow.evaluate.cost import model_cost
@@ -43,9 +44,11 @@ def analyse(
     postprocess: PostprocessOptions,
     options: EvaluateOptions,
     device: str | torch.device = "cpu",
+    tiles: TileSettings | None = None,
 ) -> Insight:
     """Bootstrap CIs and the TIDE breakdown of ``evaluation`` (on ``test``), label issues on
-    ``val`` (predicted here) and ``test``, and the model's cost on the first test image."""
+        ``val`` (predicted here; sliced with ``tiles``, as test was) and ``test``, and the model's
+    cost on the first test image."""
     detections = [
         record
         for image_id, p in evaluation.predictions.items()
@@ -58,7 +61,9 @@ def analyse(
     datasets, predictions = {"test": test}, {"test": evaluation.predictions}
     if val is not None and len(val):
         datasets["val"] = val
-        predictions["val"] = detect_dataset(model, val, postprocess=postprocess, device=device)[0]
+        predictions["val"] = detect_dataset(
+            model, val, postprocess=postprocess, device=device, tiles=tiles
+        )[0]
     confidence = options.issue_confidence
     if confidence == "auto":  # calibrated on val (test when there is no val)
         calibration = "val" if "val" in datasets else "test"

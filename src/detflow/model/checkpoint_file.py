@@ -2,8 +2,10 @@
 
 Keys: ``schema``, ``model_state``, ``model`` (builder config), ``postprocess`` (the
 :class:`detflow.model.postprocess_config.PostprocessOptions` as a plain dict),
-``class_names``, ``config`` (the whole resolved run config), ``epoch``, ``metrics`` (that
-epoch's), ``history`` (every epoch's metrics so far); training state for resuming:
+``class_names``, ``tiles`` (the :class:`detflow.core.tile_settings.TileSettings` as a plain
+dict; None or absent: the model sees whole images), ``config`` (the whole resolved run
+config), ``epoch``, ``metrics`` (that epoch's), ``history`` (every epoch's metrics so far);
+training state for resuming:
 ``optimizer_state``, ``scheduler_state``, ``scaler_state`` (AMP; ``{}`` without),
 ``train_state`` (best val mAP50 and its epoch, the early-stopping count) and ``rng_state``
 (:func:`detflow.core.seeding.get_state`: Python, NumPy, torch and DataLoader generators).
@@ -18,6 +20,7 @@ import torch
 
 from detflow.core.errors import DetflowError, first_line
 from detflow.core.files import atomic_file
+from detflow.core.tile_settings import TileSettings, tile_settings
 from detflow.model.postprocess_config import PostprocessOptions
 
 SCHEMA = "detflow-checkpoint-v1"
@@ -50,6 +53,12 @@ def stored_postprocess(state: dict) -> PostprocessOptions:
     """The post-processing a checkpoint was trained with, from its plain ``postprocess``
     dict (keys added since an older checkpoint was written take their defaults)."""
     return PostprocessOptions.from_config(state["postprocess"])
+
+
+def stored_tiles(state: dict) -> TileSettings | None:
+    """The sliced-inference settings a checkpoint was trained with (its ``tiles`` dict), or
+    None when it has none (absent or None: whole images)."""
+    return tile_settings(state.get("tiles"))
 
 
 def resolve_postprocess(postprocess: PostprocessOptions, state: dict) -> PostprocessOptions:

@@ -12,6 +12,7 @@ from torch import nn
 
 from detflow.core import seeding
 from detflow.core.errors import ConfigError
+from detflow.core.tile_settings import TileSettings
 from detflow.data.torch_dataset import DetectionDataset, train_loader
 from detflow.model.backbone import check_stage_count
 from detflow.model.build import build_model
@@ -115,7 +116,7 @@ def build_run(
         "train_options": dataclasses.asdict(options),
         "world_size": world.size,
         "plan": plan.to_dict(),
-        "tiles": tile_settings(plan),
+        "tiles": stored_tile_settings(plan),
     }
     return TrainingRun(
         options,
@@ -133,13 +134,14 @@ def build_run(
     )
 
 
-def tile_settings(plan: TrainingPlan) -> dict | None:
-    """What a checkpoint tells inference of the plan's tiles (``state["tiles"]``): tile
-    size and overlap (pixels) and the merge across tiles; None for whole images."""
+def stored_tile_settings(plan: TrainingPlan) -> dict | None:
+    """What a checkpoint tells inference of the plan's tiles (``state["tiles"]``:
+    :class:`~detflow.core.tile_settings.TileSettings` as a dict, checked): tile size and
+    overlap (pixels) and the merge across tiles; None for whole images."""
     if not plan.tiles:
         return None
     keys = ("size", "overlap", "merge", "iou", "with_full_image", "metric")
-    return {key: plan.tiles[key] for key in keys}
+    return TileSettings.from_dict({key: plan.tiles[key] for key in keys}).to_dict()
 
 
 def amp_mode(mode: str, device: torch.device):

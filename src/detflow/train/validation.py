@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from detflow.core.tile_settings import tile_settings
 from detflow.evaluate.inference import evaluate_model
 from detflow.model.backbone import train_mode
 from detflow.train import distributed
@@ -26,7 +27,13 @@ def validate(run: TrainingRun, val_set) -> dict:
     """Val mAP50 and mAP50-95, computed on rank 0 and shared with every rank."""
     values = torch.zeros(2, dtype=torch.float64, device=run.device)
     if run.world.is_main:
-        val = evaluate_model(run.model, val_set, postprocess=run.postprocess, device=run.device)
+        val = evaluate_model(
+            run.model,
+            val_set,
+            postprocess=run.postprocess,
+            device=run.device,
+            tiles=tile_settings(run.meta["tiles"]),  # a model trained on tiles: val sliced
+        )
         values = torch.tensor(
             [val["map50"], val["map50_95"]], dtype=torch.float64, device=run.device
         )

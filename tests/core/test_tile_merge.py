@@ -1,4 +1,4 @@
-"""Merging tile detections (detflow.deploy.tile_merge): class-aware, never within a tile, and
+"""Merging tile detections (detflow.core.tile_merge): class-aware, never within a tile, and
 the grid search gives exactly what comparing every pair gives."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 
 from detflow.core.boxes import box_ios, box_iou
 from detflow.core.errors import ConfigError
-from detflow.deploy.tile_merge import merge_detections
+from detflow.core.tile_merge import merge_detections
 
 
 def test_merge_is_class_aware_and_never_merges_within_a_tile():

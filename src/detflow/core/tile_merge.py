@@ -25,9 +25,8 @@ import numpy as np
 
 from detflow.core.boxes import box_ios, box_iou
 from detflow.core.errors import require_choice
+from detflow.core.tile_settings import MERGES, METRICS
 
-MERGES = ("nms", "wbf")
-METRICS = ("ios", "iou")
 MAX_CELLS = 16  # a box spanning more grid cells is checked against every box instead
 
 

@@ -1,14 +1,17 @@
 """Sliced inference: a large image as tiles through the model, merged into one set of boxes.
 
 :func:`sliced_predict` cuts an ``[H, W, 3]`` uint8 RGB image into the tile grid of
-:func:`detflow.data.tiles.tile_windows` (``overlap`` in pixels; tiles at an edge smaller than
+:func:`detflow.core.tile_grid.tile_windows` (``overlap`` in pixels; tiles at an edge smaller than
 ``size`` are padded at the bottom and right with black), runs the tiles of the image through
 the model's batch axis in chunks of ``batch_size`` (memory bounded by the chunk, not the
 image), optionally adds the whole image downscaled to ``size`` on its long side, shifts
 every box back to ``xyxy`` pixels of the full image and merges the detections of all tiles,
-class by class (:func:`detflow.deploy.tile_merge.merge_detections`: ``nms`` or ``wbf``,
+class by class (:func:`detflow.core.tile_merge.merge_detections`: ``nms`` or ``wbf``,
 overlap measured as ``ios`` or ``iou``), so one object cut by a seam gives one box.
-NumPy (and Pillow for the downscale) only: this is on the ONNX serving path.
+NumPy (and Pillow for the downscale) only: evaluate runs it with a torch ``predict_batch``,
+the ONNX Runtime and OpenVINO detectors with their batch axis (no torch on that path).
+:func:`tiled_predict` takes the settings as one :class:`~detflow.core.tile_settings.
+TileSettings` (what checkpoints and exported models carry).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import numpy as np
 from PIL import Image
 
 from detflow.core.errors import require_choice, require_positive
-from detflow.data.tiles import check_tiles, tile_windows
-from detflow.deploy.tile_merge import MERGES, METRICS, merge_detections
+from detflow.core.tile_grid import check_tiles, tile_windows
+from detflow.core.tile_merge import MERGES, METRICS, merge_detections
+from detflow.core.tile_settings import TileSettings
 
 PredictBatch = Callable[[list[np.ndarray]], list[dict]]
 
@@ -68,6 +72,30 @@ def sliced_predict(
     )
     best = {key: value[:max_detections] for key, value in merged.items()}  # best first
     return {**best, "tiles": len(windows)}
+
+
+def tiled_predict(
+    image: np.ndarray,
+    predict_batch: PredictBatch,
+    *,
+    tiles: TileSettings,
+    max_detections: int,
+    batch_size: int = 16,
+) -> dict:
+    """:func:`sliced_predict` with the size, overlap, merge, threshold, metric and
+    whole-image pass of ``tiles``."""
+    return sliced_predict(
+        image,
+        predict_batch,
+        size=tiles.size,
+        overlap=tiles.overlap,
+        with_full_image=tiles.with_full_image,
+        merge=tiles.merge,
+        iou=tiles.iou,
+        metric=tiles.metric,
+        max_detections=max_detections,
+        batch_size=batch_size,
+    )
 
 
 def _check(image, *, merge, metric, iou, max_detections) -> None:

@@ -1,4 +1,4 @@
-"""Sliced inference (detflow.deploy.slicing): tiles through the batch axis in chunks, boxes
+"""Sliced inference (detflow.core.slicing): tiles through the batch axis in chunks, boxes
 back in full-image pixels, one box for an object cut by a seam, small and huge images."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from detflow.core.errors import ConfigError
-from detflow.deploy.slicing import sliced_predict
+from detflow.core.slicing import sliced_predict
 
 SETTINGS = {
     "size": 512,
@@ -160,7 +160,7 @@ def test_slicing_runs_without_torch():
     """The serving path slices: importing and running it loads no torch."""
     code = (
         "import sys, numpy as np\n"
-        "from detflow.deploy.slicing import sliced_predict\n"
+        "from detflow.core.slicing import sliced_predict\n"
         "out = sliced_predict(np.zeros((900, 700, 3), np.uint8), lambda tiles: [\n"
         "    {'boxes': np.zeros((0, 4)), 'labels': [], 'scores': []} for _ in tiles],\n"
         "    size=512, overlap=64, with_full_image=True, merge='wbf', iou=0.5,"
