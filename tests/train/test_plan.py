@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 
 import numpy as np
@@ -271,3 +272,36 @@ def _plan_on(dataset, model):
     return plan_training(
         model_config=model, postprocess=AUTO_POSTPROCESS, options=OPTIONS, train_dataset=dataset
     )
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_tiles_validates_sliced_and_records_its_tiles(tmp_path):
+    """The train stage's path on large images: plan (tiles), cut, one epoch on the tiles;
+    val is predicted sliced on its full images, and the checkpoint carries the tiles."""
+    from detflow.model.checkpoint_file import stored_tiles
+    from detflow.train.loop import train_detector
+
+    train_json = _large_images(tmp_path / "train", images=2)
+    val_json = _large_images(tmp_path / "val", images=1, seed=1)
+    model = {"name": "fcos_mobilenet_v2", "backbone_weights": "none", "min_size": "auto",
+             "max_size": "auto", "tiles": "auto"}  # fmt: skip
+    plan = plan_training(
+        model_config=model,
+        postprocess=AUTO_POSTPROCESS,
+        options=dataclasses.replace(OPTIONS, epochs=1, batch_size=4),
+        train_dataset=manifest.load_dataset(train_json),
+        val_dataset=manifest.load_dataset(val_json),
+    )
+    tiles_json = cut_training_tiles(
+        plan, train_json=train_json, out_dir=tmp_path / "tiles", max_pixels=10**8
+    )
+    best = train_detector(
+        plan=plan, train_json=tiles_json, val_json=val_json, out_dir=tmp_path / "out"
+    )
+    state = read_checkpoint(tmp_path / "out" / "best.pt")
+    tiles = stored_tiles(state)
+    assert (tiles.size, tiles.overlap) == (416, 24) and state["model"]["min_size"] == 416
+    assert state["plan"]["tiles"]["counts"]["tiles_out"] == len(
+        manifest.load_dataset(tiles_json)["images"]
+    )
+    assert 0.0 <= best["val_map50"] <= 1.0 and math.isfinite(best["val_loss"])
