@@ -7,7 +7,10 @@ runs on the proposals kept) and counts one eval-mode forward pass of the first t
 with ``torch.utils.flop_counter`` (:mod:`detflow.evaluate.cost`). Prints a markdown table.
 Needs ``data/split/test.json`` (``dvc repro split``).
 
-Usage: python bench/model_cost.py [--models NAME ...]
+With ``--parts``: also where the compute goes, per part (trunk, FPN, head, and the head per
+pyramid level: :func:`detflow.evaluate.cost.flops_by_part`), one line per model.
+
+Usage: python bench/model_cost.py [--models NAME ...] [--parts]
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from detflow.data.torch_dataset import DetectionDataset
-from detflow.evaluate.cost import model_cost
+from detflow.evaluate.cost import flops_by_part, model_cost
 from detflow.model.build import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +39,7 @@ def model_config(name: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+")
+    parser.add_argument("--parts", action="store_true", help="GFLOPs per part and level")
     args = parser.parse_args()
     names = args.models or sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
     cfg = model_config(names[0])
@@ -45,6 +49,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name in names:
         config = {k: v for k, v in model_config(name)["model"].items() if v != "auto"}
+        config.pop("tiles", None)  # the training plan's, not the builder's
         model = build_model(**config, num_classes=2)
         start = time.perf_counter()
         cost = model_cost(model, image)
@@ -55,6 +60,12 @@ def main() -> None:
             f"{cost['gflops_per_image']:.2f} | {seconds:.1f} |",
             flush=True,
         )
+        if args.parts:
+            split = flops_by_part(model, image)
+            levels = split.get("head_by_level", {})
+            print(f"|   {name} by part | " + ", ".join(
+                f"{part} {value:.2f}" for part, value in {**split["parts"], **levels}.items()
+            ) + " | | | |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
