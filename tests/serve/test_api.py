@@ -155,6 +155,7 @@ def test_a_server_bug_answers_500_json_and_the_worker_lives(served_model, monkey
     from fastapi.testclient import TestClient
 
     from detflow.serve import app as serve_app
+    from detflow.serve import detect_request
     from detflow.serve.options import load_options
 
     model, folder = served_model
@@ -167,7 +168,7 @@ def test_a_server_bug_answers_500_json_and_the_worker_lives(served_model, monkey
             calls.append(args)
             raise RuntimeError("boom")
 
-        monkeypatch.setattr(serve_app, "detection_list", broken)
+        monkeypatch.setattr(detect_request, "detection_list", broken)
         response = client.post("/v1/detect", content=data, headers={"content-type": "image/png"})
         assert response.status_code == 500 and response.json()["error"] == "internal"
         monkeypatch.undo()
