@@ -31,9 +31,6 @@ export:
   parity_images: 4
 optimize:
   calibration_images: 4
-  # every variant but NNCF's openvino_int8 (50 s here; tests/deploy/test_optimize.py builds it)
-  variants: [ort_fp32, int8_static, int8_dynamic, fp16, openvino_fp32, openvino_bf16,
-    tensorrt_fp16, tensorrt_int8]
 """
 
 
