@@ -13,13 +13,14 @@ PYTEST_ARGS ?=
 # repeats ran that module 9 times, each with its setup (the tiny repository's: minutes).
 XDIST ?= -n auto --max-worker-restart=1
 
-.PHONY: help install weights params repro serve test test-fast lint format lock
+.PHONY: help install weights params docs repro serve test test-fast lint format lock
 
 help:
 	@echo "make repro   create $(VENV), install pinned deps, fetch offline weights, run dvc repro"
 	@echo "make test    install dev extras if missing, run the whole test suite"
 	@echo "make serve   HTTP API on models/deploy at http://127.0.0.1:8000 (SERVE_ARGS=...)"
 	@echo "make params  regenerate params.yaml from conf/ (as dvc exp run does)"
+	@echo "make docs    rewrite the figures README.md and docs/*.md quote from reports/ (docs/figures.py)"
 	@echo "make lint    ruff check + format check + import contracts;  make lock  re-pin constraints.txt"
 
 $(BIN)/python:
@@ -55,6 +56,12 @@ weights: $(STAMP)
 
 params: $(STAMP)
 	$(BIN)/python stages/compose_params.py
+
+# The figures README.md and docs/*.md quote (<!-- fig FILE KEY FORMAT --> markers) from the
+# committed reports and bench/results.json; run after dvc repro. tests/test_doc_figures.py
+# fails on a stale one.
+docs: $(STAMP)
+	$(BIN)/python docs/figures.py
 
 repro: $(STAMP) weights
 	$(BIN)/dvc repro

@@ -20,8 +20,16 @@ disk where the pipeline's ``data/clean`` is written. (On this machine's ext4 dis
 file in a new folder under /tmp cost 0.11-0.2 ms all day; under the repository 0.006-0.01 ms
 in the evening, up to 0.2 ms in some folders later: the copy column shows what a run met.)
 
+With ``--baseline-src DIR`` (a copy of another commit's ``src/``, e.g. ``git archive <commit>
+src | tar -x -C DIR``) it times instead, in each round, clean of that code and of this
+checkout's, one after the other (the order alternating between rounds), each in a fresh
+process that times only its ``clean_dataset`` call (``--workers`` processes), and prints the
+ratios this/baseline of wall time and of CPU time (user + system of the process and its
+workers: on a machine others load, the steadier figure) and whether the two outputs are
+byte-identical.
+
 Usage: python bench/clean_throughput.py [--sizes 1000 10000] [--image-size 128] [--workers 2]
-       [--rounds 3] [--work-dir DIR]
+       [--rounds 3] [--work-dir DIR] [--baseline-src DIR]
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ import filecmp
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -77,6 +87,46 @@ def _clean(raw: Path, out: Path, *, workers: int) -> float:
     return time.perf_counter() - start
 
 
+_TIMED_CLEAN = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from detflow.data.clean import clean_dataset
+start, cpu = time.perf_counter(), os.times()
+clean_dataset(in_json=sys.argv[2], out_dir=sys.argv[3], workers=int(sys.argv[4]))
+end = os.times()
+used = sum(end[:4]) - sum(cpu[:4])  # user + system, this process and its workers
+print(time.perf_counter() - start, used)
+"""
+
+
+def _clean_with(src: Path, raw: Path, out: Path, *, workers: int) -> tuple[float, float]:
+    """Wall and CPU seconds of ``clean_dataset`` imported from ``src``, in a fresh process
+    (CPU: user + system of it and its worker processes, the figure a loaded machine
+    disturbs least)."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()
+    args = [sys.executable, "-c", _TIMED_CLEAN, str(src), str(raw), str(out), str(workers)]
+    result = subprocess.run(args, check=True, capture_output=True, text=True)
+    wall, cpu = result.stdout.split()[-2:]
+    return float(wall), float(cpu)
+
+
+def _compare(raw: Path, work: Path, baseline: Path, *, workers: int, rounds: int) -> dict:
+    """Median wall and CPU seconds of clean from ``baseline`` and from this checkout."""
+    this = Path(__file__).resolve().parents[1] / "src"
+    times: dict[str, list[tuple[float, float]]] = {"base": [], "this": []}
+    for index in range(rounds):
+        order = ("base", "this") if index % 2 == 0 else ("this", "base")
+        for name in order:
+            src = baseline if name == "base" else this
+            times[name].append(_clean_with(src, raw, work / name, workers=workers))
+    return {
+        f"{name}_{kind}": statistics.median(t[k] for t in runs)
+        for name, runs in times.items()
+        for k, kind in enumerate(("wall", "cpu"))
+    } | {"same": _same_tree(work / "base", work / "this")}
+
+
 def _same_tree(a: Path, b: Path) -> bool:
     """Same relative file names and bytes under ``a`` and ``b``."""
     names = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
@@ -92,7 +142,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work-dir", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument("--baseline-src", type=Path, default=None)
     args = parser.parse_args()
+    if args.baseline_src is not None:
+        compare_main(args)
+        return
     print(
         f"machine: {os.cpu_count()} cores; images {args.image_size}x{args.image_size} PNG; "
         f"medians of {args.rounds} rounds; files under {args.work_dir}"
@@ -134,6 +188,43 @@ def main() -> None:
     if len(args.sizes) > 1:
         n0, t0 = first
         print(f"scaling: {args.sizes[-1] / n0:.0f}x the images took {clean / t0:.2f}x the time")
+
+
+def _generate(work: Path, count: int, image_size: int) -> Path:
+    source = {
+        "format": "synthetic",
+        "num_images": count,
+        "image_size": image_size,
+        "classes": ["circle", "square", "triangle"],
+        "seed": 0,
+    }
+    collect_dataset(options=CollectOptions(source=source), out_dir=work / "raw")
+    return work / "raw" / "dataset.json"
+
+
+def compare_main(args) -> None:
+    """``--baseline-src``: clean of that code against this checkout's, side by side."""
+    print(
+        f"machine: {os.cpu_count()} cores; images {args.image_size}x{args.image_size} PNG; "
+        f"{args.workers} workers; medians of {args.rounds} rounds; baseline {args.baseline_src}"
+    )
+    print(
+        "| images | baseline wall s | this wall s | this/baseline wall | baseline CPU s "
+        "| this CPU s | this/baseline CPU | outputs identical |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for count in args.sizes:
+        with tempfile.TemporaryDirectory(prefix=".clean-bench-", dir=args.work_dir) as work:
+            raw = _generate(Path(work), count, args.image_size)
+            _decode_all(raw)  # warm the page cache
+            t = _compare(
+                raw, Path(work), args.baseline_src, workers=args.workers, rounds=args.rounds
+            )
+        print(
+            f"| {count} | {t['base_wall']:.3f} | {t['this_wall']:.3f} "
+            f"| {t['this_wall'] / t['base_wall']:.3f}x | {t['base_cpu']:.3f} "
+            f"| {t['this_cpu']:.3f} | {t['this_cpu'] / t['base_cpu']:.3f}x | {t['same']} |"
+        )
 
 
 if __name__ == "__main__":

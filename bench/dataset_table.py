@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from detflow.core.boxes import box_iou
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("collect", "clean", "split", "augment", "train", "evaluate")
 RACCOON = REPO.parent / "shared" / "datasets" / "raccoon"
@@ -58,7 +60,7 @@ def generate_dense(root: Path, *, images: int, size: int = 416, seed: int = 0) -
             w, h = side * rng.uniform(0.7, 1.4), side * rng.uniform(0.7, 1.4)
             x0, y0 = rng.uniform(0, size - w), rng.uniform(0, size - h)
             box = (x0, y0, x0 + w, y0 + h)
-            if any(_iou(box, other[:4]) > 0.3 for other in boxes):
+            if any(box_iou([box], [other[:4]])[0, 0] > 0.3 for other in boxes):
                 continue
             label = int(rng.integers(0, len(DENSE_CLASSES)))
             _draw(draw, DENSE_CLASSES[label], box, _color(rng, bright=True))
@@ -84,14 +86,6 @@ def _draw(draw, kind, box, color):
         draw.polygon([(x0, y1), ((x0 + x1) / 2, y0), (x1, y1)], fill=color, outline=(20, 20, 20))
 
 
-def _iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _voc(name: str, size: int, boxes) -> str:
     objects = "".join(
         f"<object><name>{DENSE_CLASSES[c]}</name><bndbox><xmin>{x0:.1f}</xmin>"
@@ -108,7 +102,7 @@ def run_stages(stages, dataset: list[str], work: Path, overrides: list[str]) -> 
     """The stage scripts ``stages`` in order, every path under ``work``."""
     paths = [
         f"paths.{key}={work / key}"
-        for key in ("raw", "clean", "split", "augmented", "train", "reports")
+        for key in ("raw", "clean", "split", "augmented", "tiles", "train", "reports")
     ]
     for stage in stages:
         args = [*dataset, *paths, *overrides, f"hydra.run.dir={work}/hydra"]
@@ -130,7 +124,7 @@ def run_seed(dataset: list[str], work: Path, seed: int, overrides: list[str]) ->
     reports = out / "reports"
     return {
         "evaluate": json.loads((reports / "evaluate" / "metrics.json").read_text()),
-        "check": json.loads((reports / "train" / "data_check.json").read_text()),
+        "plan": json.loads((reports / "train" / "plan.json").read_text()),
     }
 
 
@@ -164,9 +158,10 @@ def main() -> None:
                 result = run_seed(sources[name], work / name, seed, args.overrides)
                 scores.append(result["evaluate"]["map50"])
                 print(f"{name} train.seed={seed}: test mAP50 {scores[-1]:.4f}", flush=True)
-            check, minutes = result["check"], (time.perf_counter() - start) / 60
+            plan, minutes = result["plan"], (time.perf_counter() - start) / 60
+            check = plan["data_check"]
             sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
-            auto = ", ".join(f"{k.split('.')[-1]} {c['value']}" for k, c in check["auto"].items())
+            auto = ", ".join(f"{k.split('.')[-1]} {c['value']}" for k, c in plan["choices"].items())
             print(
                 f"| {name} | {check['data']['images']} | "
                 f"{check['data']['boxes_per_image']['mean']:.1f} | "

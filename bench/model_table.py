@@ -32,6 +32,7 @@ from detflow.model.postprocess_config import PostprocessOptions
 from detflow.model.restore import load_checkpoint
 from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
+from detflow.train.plan import plan_training
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,13 +77,18 @@ def row(name: str, args, files: dict[str, Path], work: Path) -> str:
     train = {**cfg["train"], "device": "cpu", "threads": args.threads, "resume": False}
     postprocess = PostprocessOptions.from_config(cfg["postprocess"])
     rates: list[float] = []
-    best = train_detector(
+    plan = plan_training(
         model_config=cfg["model"],
         postprocess=postprocess,
+        options=TrainOptions.from_config(train),
+        train_dataset=manifest.load_dataset(files["train"]),
+        val_dataset=manifest.load_dataset(files["val"]),
+    )
+    best = train_detector(
+        plan=plan,
         train_json=files["train"],
         val_json=files["val"],
         out_dir=work / name,
-        options=TrainOptions.from_config(train),
         config=cfg,
         on_epoch_end=lambda epoch, metrics: rates.append(metrics["train_images_per_s"]),
     )

@@ -6,7 +6,9 @@ runs the real pipeline up to ``split``, plants 20 label errors in the val and te
 20 every time), records the planted splits as the split stage's outputs (``dvc commit``),
 then runs ``dvc repro train`` (augment, train with the default recipe, evaluate) and reports how
 many planted errors are among the top ``--top`` candidates of
-``reports/evaluate/label_issues.json`` and how many of those candidates are not planted.
+``reports/evaluate/label_issues.json`` (recall: found / 20) and how many of those candidates
+are planted (precision: planted / candidates in the top ``--top``; the list is bounded by
+cleanlab's per-class thresholds, so it may hold fewer).
 
 Planting touches only val and test, so the train split, and with it training, is the one of
 the unplanted pipeline, up to which epoch val picks as best: ``--model models/train/best.pt``
@@ -34,6 +36,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from detflow.core.boxes import box_iou, xywh_to_xyxy
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "thermal_dogs_people"
@@ -114,11 +118,8 @@ def plant(split_dir: Path, *, seed: int = 0) -> list[dict]:
 
 
 def iou_xywh(a, b) -> float:
-    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    w = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
-    h = max(0.0, min(ay2, by2) - max(a[1], b[1]))
-    inter = w * h
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter) if inter else 0.0
+    """IoU of two COCO ``xywh`` px boxes (detflow's one IoU)."""
+    return float(box_iou(xywh_to_xyxy([a]), xywh_to_xyxy([b]))[0, 0])
 
 
 def score(planted: list[dict], issues: list[dict], *, top: int, min_iou: float = 0.3) -> dict:
@@ -138,13 +139,17 @@ def score(planted: list[dict], issues: list[dict], *, top: int, min_iou: float =
         else:
             found.add(hit)
     by_kind = {k: sum(planted[i]["kind"] == k for i in found) for k in PLANTS}
+    listed = min(top, len(issues))
     return {
         "top": top,
         "candidates": len(issues),
         "planted": len(planted),
         "found": len(found),
         "found_by_kind": by_kind,
+        "top_planted": listed - unplanted,
         "top_not_planted": unplanted,
+        "precision": round((listed - unplanted) / listed, 3) if listed else 0.0,
+        "recall": round(len(found) / len(planted), 3) if planted else 0.0,
     }
 
 
@@ -194,6 +199,7 @@ def main() -> None:
     result = score(planted, issues["issues"], top=args.top)
     metrics = json.loads((work / "reports" / "evaluate" / "metrics.json").read_text())
     result["test_map50_with_planted_errors"] = round(metrics["map50"], 4)
+    result["label_issue_thresholds"] = metrics.get("label_issue_thresholds")
     result["issue_confidence"] = yaml.safe_load((work / "params.yaml").read_text())["evaluate"][
         "issue_confidence"
     ]

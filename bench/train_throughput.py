@@ -47,6 +47,7 @@ from detflow.model.postprocess import model_kwargs
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
+from detflow.train.plan import plan_training
 
 REPO = Path(__file__).resolve().parents[1]
 # The tutorial's optimizer settings, at a constant learning rate (overridable).
@@ -80,13 +81,18 @@ def detflow_rate(
 ) -> tuple[float, float]:
     """Median images/s over the timed epochs, and the last epoch's mean loss."""
     epochs: list[dict] = []
-    train_detector(
+    plan = plan_training(
         model_config=cfg["model"],
         postprocess=PostprocessOptions.from_config(cfg["postprocess"]),
+        options=options,
+        train_dataset=manifest.load_dataset(train_json),
+        val_dataset=manifest.load_dataset(val_json),
+    )
+    train_detector(
+        plan=plan,
         train_json=train_json,
         val_json=val_json,
         out_dir=work / "detflow",
-        options=options,
         on_epoch_end=lambda epoch, metrics: epochs.append(metrics),
     )
     rates = [metrics["train_images_per_s"] for metrics in epochs]

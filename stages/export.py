@@ -1,4 +1,5 @@
-"""export: best checkpoint → ONNX (pre/post-processing inside), gated by ORT/PyTorch parity."""
+"""export: best checkpoint → ONNX (pre/post-processing inside), gated by ORT/PyTorch parity on
+val images (the test split is not read)."""
 
 from pathlib import Path
 
@@ -19,14 +20,14 @@ def main(cfg: dict, root: Path) -> dict:
     postprocess = PostprocessOptions.from_config(cfg["postprocess"])
     model, state = load_checkpoint(Path(paths["train"]) / "best.pt", postprocess=postprocess)
     postprocess = resolve_postprocess(postprocess, state)  # auto: as trained
-    test = DetectionDataset(Path(paths["split"]) / "test.json")
-    count = parity_count(options, len(test))
+    val = DetectionDataset(Path(paths["split"]) / "val.json")
+    count = parity_count(options, len(val))
     (root / paths["export"]).mkdir(parents=True, exist_ok=True)
     report = export_verified(
         model=model,
         onnx_path=root / paths["export"] / "model.onnx",
-        images=[test[i][0] for i in range(count)],
-        names=[test.images[i]["source"] for i in range(count)],
+        images=[val[i][0] for i in range(count)],
+        names=[val.images[i]["source"] for i in range(count)],
         class_names=state["class_names"],
         config=state["config"],
         options=options,

@@ -1,10 +1,13 @@
-"""optimize: variants (optimize.*) of the export benchmarked on the test split; the fastest
-within the accuracy budget is deployed with its model card and the reference distributions
-`detflow serve` measures drift against (reference.json, from the test split)."""
+"""optimize: variants (optimize.*) of the export, built (INT8 calibrated on train images) and
+benchmarked on the val split, which accepts or rejects them and picks the fastest within the
+accuracy budget; each one's test figures are reported beside. The deployed variant gets its
+model card (with this machine's instruction sets and runtime versions) and the reference
+distributions `detflow serve` measures drift against (reference.json, from train + val)."""
 
 from pathlib import Path
 
 from detflow.core.files import read_json, write_json
+from detflow.core.machine import machine_info
 from detflow.data.torch_dataset import DetectionDataset
 from detflow.deploy.benchmark import (
     build_and_benchmark,
@@ -23,18 +26,22 @@ from _app import log, stage
 @stage
 def main(cfg: dict, root: Path) -> dict:
     paths = cfg["paths"]
-    test = DetectionDataset(Path(paths["split"]) / "test.json")
+    train, val, test = (
+        DetectionDataset(Path(paths["split"]) / f"{name}.json") for name in ("train", "val", "test")
+    )
     variants, table = build_and_benchmark(
         onnx_path=Path(paths["export"]) / "model.onnx",
         out_dir=root / paths["optimized"],
-        val=DetectionDataset(Path(paths["split"]) / "val.json"),
+        train=train,
+        val=val,
         test=test,
         options=OptimizeOptions.from_config(cfg["optimize"]),
     )
+    machine = machine_info()
     reports = root / paths["reports"] / "optimize"
-    write_json(reports / "benchmark.json", table)
+    write_json(reports / "benchmark.json", {**table, "machine": machine})
     write_json(reports / "latency.json", latency_points(table))
-    log.info("benchmark on the test split:\n%s", markdown_table(table))
+    log.info("decided on val, test beside:\n%s", markdown_table(table))
     best = fastest_accepted(table)
     evaluated = root / paths["reports"] / "evaluate" / "metrics.json"
     deploy(
@@ -44,11 +51,12 @@ def main(cfg: dict, root: Path) -> dict:
         out_dir=root / paths["deploy"],
         commit=source_commit(),
         cost=read_json(evaluated).get("cost") if evaluated.is_file() else None,
+        machine=machine,
     )
     deployed = root / paths["deploy"]
     write_reference(
         detector=open_model(deployed),
-        image_paths=[test.image_path(index) for index in range(len(test))],
+        image_paths=[d.image_path(index) for d in (train, val) for index in range(len(d))],
         out_path=deployed / "reference.json",
     )
     return {"deployed": best, **{name: row["status"] for name, row in table.items()}}

@@ -1,5 +1,6 @@
-"""train: fit model.* on the augmented train split with train.*: checkpoints in paths.train;
-curves (DVCLive), data check, auto choices in paths.reports/train (torchrun: rank 0 writes)."""
+"""train: plan every auto choice from the train split (reports/train/plan.json), cut its
+tiles (paths.tiles), fit model.* with train.*: checkpoints in paths.train; curves (DVCLive)
+and the machine in paths.reports/train (torchrun: rank 0 writes). Test is not read."""
 
 import contextlib
 from pathlib import Path
@@ -7,11 +8,13 @@ from pathlib import Path
 from dvclive import Live
 
 from detflow.core.files import write_json
+from detflow.core.machine import machine_info
+from detflow.data.manifest import load_dataset
 from detflow.model.postprocess_config import PostprocessOptions
-from detflow.train.auto_model import summary_metrics
-from detflow.train.distributed import is_main_process
+from detflow.train.distributed import is_main_process, world_size
 from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
+from detflow.train.plan import cut_training_tiles, plan_training
 
 from _app import stage
 
@@ -19,20 +22,27 @@ from _app import stage
 @stage(objective="val_map50")  # a sweep (Optuna) maximizes the best val mAP50
 def main(cfg: dict, root: Path) -> dict:
     paths = cfg["paths"]
-    options = TrainOptions.from_config(cfg["train"])
-    postprocess = PostprocessOptions.from_config(cfg["postprocess"])
+    train_json = Path(paths["augmented"]) / "train.json"
+    val_json = Path(paths["split"]) / "val.json"
+    plan = plan_training(
+        model_config=cfg["model"],
+        postprocess=PostprocessOptions.from_config(cfg["postprocess"]),
+        options=TrainOptions.from_config(cfg["train"]),
+        train_dataset=load_dataset(train_json),
+        val_dataset=load_dataset(val_json),
+        world_size=world_size(),
+    )
+    limit = cfg["limits"]["max_pixels"]  # the train split's tiles, where the plan tiles:
+    train_json = cut_training_tiles(plan, train_json=train_json, out_dir=root / paths["tiles"],
+                                    max_pixels=limit)  # fmt: skip
     live = None
     if is_main_process():
-        live = Live(
-            dir=str(root / paths["reports"] / "train"),
-            dvcyaml=None,
-            save_dvc_exp=False,
-            report=None,
-        )
-
-    def log_data_check(check: dict) -> None:
-        write_json(root / paths["reports"] / "train" / "data_check.json", check)
-        live.summary.update(summary_metrics(check))  # every auto choice, in dvc exp show
+        reports = root / paths["reports"] / "train"
+        live = Live(dir=str(reports), dvcyaml=None, save_dvc_exp=False, report=None)
+        write_json(reports / "plan.json", plan.to_dict())  # every auto choice and its reason
+        write_json(reports / "machine.json", machine_info())  # what the weights depend on
+        live.summary.update(plan.metrics())  # … flattened, in dvc exp show
+        plan.log()
 
     def log_epoch(epoch: int, metrics: dict) -> None:
         for key, value in metrics.items():
@@ -41,19 +51,14 @@ def main(cfg: dict, root: Path) -> dict:
         live.next_step()
 
     with live or contextlib.nullcontext():
-        best = train_detector(
-            model_config=cfg["model"],
-            postprocess=postprocess,
-            train_json=Path(paths["augmented"]) / "train.json",
-            val_json=Path(paths["split"]) / "val.json",
+        return train_detector(
+            plan=plan,
+            train_json=train_json,
+            val_json=val_json,
             out_dir=root / paths["train"],
-            options=options,
             config=cfg,
             on_epoch_end=log_epoch if live else None,
-            test_json=Path(paths["split"]) / "test.json",
-            on_data_check=log_data_check if live else None,
         )
-    return best
 
 
 if __name__ == "__main__":

@@ -47,3 +47,39 @@ def tiny_split(root: Path, *, images: int = 8, size: int = 64) -> Path:
 
 def without_timing(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in history]
+
+
+def plan_and_train(
+    *,
+    model_config: dict,
+    postprocess: PostprocessOptions,
+    train_json: Path,
+    val_json: Path,
+    out_dir: Path,
+    options,
+    config: dict | None = None,
+    on_epoch_end=None,
+    on_plan=None,
+) -> dict:
+    """What the train stage does: the plan from the splits, then training as it says
+    (``on_plan(plan)`` sees the plan first)."""
+    from detflow.train.loop import train_detector
+    from detflow.train.plan import plan_training
+
+    plan = plan_training(
+        model_config=model_config,
+        postprocess=postprocess,
+        options=options,
+        train_dataset=manifest.load_dataset(train_json),
+        val_dataset=manifest.load_dataset(val_json),
+    )
+    if on_plan:
+        on_plan(plan)
+    return train_detector(
+        plan=plan,
+        train_json=train_json,
+        val_json=val_json,
+        out_dir=out_dir,
+        config=config,
+        on_epoch_end=on_epoch_end,
+    )

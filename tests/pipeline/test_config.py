@@ -73,6 +73,7 @@ def test_every_model_option_builds(option, monkeypatch):
     if cfg["model"]["name"] == "auto":  # the train stage picks one of these from the data
         configs = [candidate(cfg["model"], name) for name in (SINGLE_LEVEL, MULTI_LEVEL)]
     for config in configs:
+        config = {k: v for k, v in config.items() if k != "tiles"}  # the plan's, not a build arg
         model = build_model(**config, num_classes=2, **model_kwargs(postprocess))
         head = getattr(model, "roi_heads", model)  # two-stage: the RoI heads; one-stage: model
         assert head.score_thresh == cfg["postprocess"]["score_threshold"]

@@ -50,3 +50,17 @@ def test_a_folder_stands_for_its_files_only_when_all_are_needed():
     assert smallest_cover(every) == ["src/detflow/data/formats"]
     some = set(sorted(every)[:2])
     assert smallest_cover(some) == sorted(str(p.relative_to(REPO)) for p in some)
+
+
+# the stages that may read split/test.json: evaluate (the held-out figures) and optimize (its
+# report beside the val decision, tests/deploy/test_optimize.py shows it ignores them); train's
+# deps are checked once it no longer reads test.json (issue 39, the train stage's part)
+READS_TEST = {"evaluate", "optimize"}  # evaluate reports on test; optimize only reports it
+
+
+@pytest.mark.parametrize("stage", sorted(set(STAGE_NAMES) - READS_TEST))
+def test_no_other_stage_depends_on_the_test_split(stage):
+    deps = [d.split()[0] for d in DVC_YAML["stages"][stage].get("deps", [])]
+    assert "${paths.split}" not in deps and "${paths.split}/test.json" not in deps, deps
+    script = (REPO / "stages" / f"{stage}.py").read_text()
+    assert "test.json" not in script, stage

@@ -43,6 +43,8 @@ def test_all_eight_stages_produce_their_outputs(tiny_repo):
     deployed = {p.name for p in (tiny_repo / "models/deploy").iterdir()}
     assert "model.onnx" in deployed or {"model.xml", "model.bin"} <= deployed, deployed
     benchmark = json.loads((tiny_repo / "reports/optimize/benchmark.json").read_text())
+    machine = benchmark.pop("machine")  # what the figures depend on besides code and data
+    assert machine["packages"]["onnxruntime"] and "instruction_sets" in machine
     statuses = {name: row["status"].split(":")[0] for name, row in benchmark.items()}
     configured = yaml.safe_load((tiny_repo / "params.yaml").read_text())["optimize"]["variants"]
     assert list(statuses) == configured and "openvino_fp32" in configured
@@ -55,6 +57,7 @@ def test_all_eight_stages_produce_their_outputs(tiny_repo):
     assert len(card["source_commit"]) == 40
     evaluated = json.loads((tiny_repo / "reports/evaluate/metrics.json").read_text())
     assert card["cost"] == evaluated["cost"] and card["cost"]["params"] > 0  # params, FLOPs
+    assert card["machine"] == machine and "test_map50_95" in card  # decided on val
     reference = json.loads((tiny_repo / "models/deploy/reference.json").read_text())
     assert reference["images"] > 0 and "brightness" in reference["signals"]  # serve's drift
     metrics = json.loads(_dvc(tiny_repo, "metrics", "show", "--json").stdout)

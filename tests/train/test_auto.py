@@ -15,10 +15,10 @@ from detflow.model.postprocess_config import PostprocessOptions
 from detflow.model.restore import load_checkpoint
 from detflow.train import auto_model, data_check
 from detflow.train.auto_schedule import resolve_schedule
-from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
+from detflow.train.plan import TrainingPlan
 
-from train_helpers import TINY_MODEL, tiny_split
+from train_helpers import TINY_MODEL, plan_and_train, tiny_split
 
 AUTO_MODEL = {
     "name": "fasterrcnn_mobilenet_v2",
@@ -46,7 +46,7 @@ def _dataset(boxes_per_image, xywh):
 def _resolve(dataset, test=None, config=AUTO_MODEL, postprocess=AUTO_POSTPROCESS):
     plain = {k: (None if v == "auto" and "size" not in k else v) for k, v in config.items()}
     model = build_model(**plain, num_classes=1)
-    check = data_check.check_data(model, dataset, test_dataset=test)
+    check = data_check.check_data(model, dataset, val_dataset=test)
     return (*auto_model.resolve_auto(config, postprocess, model, check, dataset), check)
 
 
@@ -64,7 +64,15 @@ def test_auto_keeps_the_defaults_when_the_data_suits_them():
     }
     assert "best possible recall 1.000 >= 0.75" in choices["model.anchor_sizes"]["reason"]
     assert check["auto"] is choices and check["budgets"]["warnings"] == []
-    assert auto_model.summary_metrics(check) == {
+    plan = TrainingPlan(
+        model=config,
+        postprocess=postprocess,
+        options=TrainOptions(),
+        choices=choices,
+        check=check,
+        class_names=("a",),
+    )
+    assert plan.metrics() == {
         "best_possible_recall": 1.0,
         "auto": {
             "anchor_sizes": "32 64 128 256 512",
@@ -131,18 +139,17 @@ def test_postprocess_auto_is_resolved_from_the_checkpoint():
     assert resolve_postprocess(AUTO_POSTPROCESS, state).max_detections == 7
 
 
-def _train_one_epoch(model_config: dict, data, out_dir, *, test_json: bool = False) -> list:
-    """One tiny epoch of ``model_config`` on ``data`` (tiny_split); the data checks seen."""
+def _train_one_epoch(model_config: dict, data, out_dir) -> list:
+    """One tiny epoch of ``model_config`` on ``data`` (tiny_split); the plans seen."""
     seen = []
-    train_detector(
+    plan_and_train(
         model_config=model_config,
         postprocess=AUTO_POSTPROCESS,
         train_json=data / "augmented" / "train.json",
         val_json=data / "split" / "val.json",
-        test_json=data / "split" / "val.json" if test_json else None,
         out_dir=out_dir,
         options=TrainOptions(epochs=1, batch_size=2, warmup_steps=2, threads=1),
-        on_data_check=seen.append,
+        on_plan=seen.append,
     )
     return seen
 
@@ -150,14 +157,13 @@ def _train_one_epoch(model_config: dict, data, out_dir, *, test_json: bool = Fal
 def test_training_stores_the_resolved_choices(tmp_path):
     data = tiny_split(tmp_path / "data")
     model = {**TINY_MODEL, **{k: "auto" for k in ("anchor_sizes", "anchor_aspect_ratios")}}
-    seen = _train_one_epoch(
-        {**model, "rois_per_image": "auto"}, data, tmp_path / "out", test_json=True
-    )
+    seen = _train_one_epoch({**model, "rois_per_image": "auto"}, data, tmp_path / "out")
     state = read_checkpoint(tmp_path / "out" / "last.pt")
     assert isinstance(state["model"]["anchor_sizes"], list)
     assert state["model"]["rois_per_image"] == 64
     assert state["postprocess"]["max_detections"] == 100
-    assert set(seen[0]["auto"]) == set(state["data_check"]["auto"])
+    assert state["plan"] == seen[0].to_dict()  # one record: the plan, as made
+    assert set(seen[0].choices) == set(state["plan"]["choices"])
     model_, _ = load_checkpoint(tmp_path / "out" / "last.pt", postprocess=AUTO_POSTPROCESS)
     assert model_.roi_heads.detections_per_img == 100
 
@@ -233,11 +239,11 @@ def test_an_auto_model_trains_the_chosen_detector_and_records_why(tmp_path):
     state = read_checkpoint(tmp_path / "out" / "last.pt")
     assert state["model"]["name"] == "fcos_mobilenet_v2"
     assert "rois_per_image" not in state["model"] and "test_proposals" not in state["model"]
-    choice = state["data_check"]["auto"]["model.name"]
+    choice = state["plan"]["choices"]["model.name"]
     assert choice["value"] == "fcos_mobilenet_v2" and "best possible recall" in choice["reason"]
-    recalls = state["data_check"]["best_possible_recall_by_model"]
+    recalls = state["plan"]["data_check"]["best_possible_recall_by_model"]
     assert recalls["fcos_mobilenet_v2"] == max(recalls.values())
-    shown = auto_model.summary_metrics(seen[0])  # what dvc exp show lists
+    shown = seen[0].metrics()  # what dvc exp show lists
     assert shown["auto"]["name"] == "fcos_mobilenet_v2"
     model, _ = load_checkpoint(tmp_path / "out" / "last.pt")
     assert type(model).__name__ == "FCOS"

@@ -13,7 +13,9 @@ from detflow.data.collect import CollectOptions, collect_dataset
 from detflow.data.manifest import load_dataset
 from detflow.model.build import build_model
 from detflow.model.postprocess_config import PostprocessOptions
-from detflow.train import auto_model, data_check, model_choice
+from detflow.train import data_check
+from detflow.train.options import TrainOptions
+from detflow.train.plan import TrainingPlan, plan_training
 
 from conftest import REPO
 
@@ -37,11 +39,16 @@ def _collected(source: dict, out) -> dict:
     return load_dataset(out / "dataset.json")
 
 
+def _plan(config: dict, dataset: dict) -> TrainingPlan:
+    return plan_training(
+        model_config=config, postprocess=POSTPROCESS, options=TrainOptions(), train_dataset=dataset
+    )
+
+
 def _choices(config: dict, dataset: dict) -> tuple[dict, dict]:
-    model = build_model(**config, num_classes=len(dataset["categories"]))
-    check = data_check.check_data(model, dataset)
-    resolved, _, choices = auto_model.resolve_auto(config, POSTPROCESS, model, check, dataset)
-    return resolved, check
+    """The plan's model config, and its data check with its choices (``auto``)."""
+    plan = _plan(config, dataset)
+    return dict(plan.model), {**plan.check, "auto": dict(plan.choices)}
 
 
 def _dense_generator():
@@ -80,14 +87,8 @@ def test_an_auto_input_size_builds_at_416(name):
 
 
 def _chosen(dataset: dict, **given) -> tuple[dict, dict]:
-    """``model_choice.choose_model`` of the default config (``name: auto``) and ``given``."""
-
-    def check(config):
-        resolved, check = _choices(config, dataset)
-        return resolved, POSTPROCESS, check
-
-    config, _, check = model_choice.choose_model({**DEFAULT, "name": "auto", **given}, check)
-    return config, check
+    """The plan of the default config (``name: auto``) and ``given``: as :func:`_choices`."""
+    return _choices({**DEFAULT, "name": "auto", "tiles": "auto", **given}, dataset)
 
 
 def test_auto_model_picks_fcos_for_raccoon(shared_datasets, tmp_path):
@@ -97,12 +98,14 @@ def test_auto_model_picks_fcos_for_raccoon(shared_datasets, tmp_path):
     assert list(check["best_possible_recall_by_model"]) == ["fcos_mobilenet_v2"]
     assert check["best_possible_recall"] >= 0.95
     assert check["auto"]["model.name"]["reason"].startswith("best possible recall ")
+    assert check["auto"]["model.tiles"]["value"] == "off"  # objects large enough: whole images
 
 
 def test_auto_model_picks_fcos_for_small_touching_objects(tmp_path):
     _dense_generator()(tmp_path / "dense", images=4)
     dataset = _collected({"format": "voc", "path": str(tmp_path / "dense")}, tmp_path / "raw")
-    config, check = _chosen(dataset)
+    plan = _plan({**DEFAULT, "name": "auto", "tiles": "auto"}, dataset)
+    config, check = dict(plan.model), {**plan.check, "auto": dict(plan.choices)}
     assert config == {
         "name": "fcos_mobilenet_v2",
         "backbone_weights": "none",
@@ -111,7 +114,8 @@ def test_auto_model_picks_fcos_for_small_touching_objects(tmp_path):
     }
     assert check["best_possible_recall_by_model"]["fcos_mobilenet_v2"] >= 0.95
     assert "anchor_sizes" not in str(check["auto"])  # the chosen model's choices only
-    assert auto_model.summary_metrics(check)["auto"]["name"] == "fcos_mobilenet_v2"
+    assert plan.metrics()["auto"]["name"] == "fcos_mobilenet_v2"
+    assert plan.tiles is None and plan.metrics()["auto"]["tiles"] == "off"
 
 
 def test_a_set_anchor_keeps_faster_rcnn(tmp_path):
@@ -128,6 +132,7 @@ def test_auto_model_picks_fcos_for_the_bundled_set(thermal_source, tmp_path):
     dataset = _collected({"format": "yolo", "path": str(thermal_source)}, tmp_path)
     config, check = _chosen(dataset)
     assert config == {**AUTO, "name": "fcos_mobilenet_v2", "min_size": 416, "max_size": 416}
+    assert check["auto"]["model.tiles"]["value"] == "off"
     assert check["best_possible_recall"] >= 0.95
     faster_rcnn, faster_rcnn_check = _choices(DEFAULT, dataset)
     assert faster_rcnn == {

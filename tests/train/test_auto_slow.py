@@ -10,8 +10,9 @@ from PIL import Image
 from detflow.data import manifest
 from detflow.model.checkpoint_file import read_checkpoint
 from detflow.model.postprocess_config import PostprocessOptions
-from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
+
+from train_helpers import plan_and_train
 
 SIZE, BAR_W, BAR_H = 320, 40, 240  # h/w 6: the default anchors (h/w <= 2) reach IoU < 0.4
 MIN_VAL_MAP50 = 0.3  # measured 0.54 at epoch 5 (seed 0, 2 threads, train.lr 0.005)
@@ -43,7 +44,7 @@ def test_unmatched_boxes_get_fitted_anchors_and_learn(tmp_path):
     bars_dataset(tmp_path / "train", images=24, seed=0)
     bars_dataset(tmp_path / "val", images=8, seed=1)
     checks = []
-    best = train_detector(
+    best = plan_and_train(
         model_config={
             "name": "fasterrcnn_mobilenet_v2",
             "backbone_weights": "IMAGENET1K_V1",
@@ -60,12 +61,12 @@ def test_unmatched_boxes_get_fitted_anchors_and_learn(tmp_path):
         val_json=tmp_path / "val" / "dataset.json",
         out_dir=tmp_path / "out",
         options=TrainOptions(epochs=5, batch_size=4, warmup_steps=6, threads=2),
-        on_data_check=checks.append,
+        on_plan=checks.append,
     )
-    check = checks[0]
+    check = checks[0].check
     assert check["best_possible_recall_default"] == 0.0
     assert check["best_possible_recall"] > 0.5
-    assert check["auto"]["model.anchor_aspect_ratios"]["value"] == [6.0]
+    assert checks[0].choices["model.anchor_aspect_ratios"]["value"] == [6.0]
     state = read_checkpoint(tmp_path / "out" / "best.pt")
     assert state["model"]["anchor_aspect_ratios"] == [6.0]
     print([round(m["val_map50"], 3) for m in state["history"]])

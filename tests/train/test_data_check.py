@@ -80,10 +80,10 @@ def test_check_data_reports_budgets_against_the_densest_images(faster):
         )
         for k in range(count):
             manifest.add_box(dataset, image_id=image, category_id=1, xywh=[k, k, 128, 128])
-    test = manifest.subset(dataset, [3])
-    check = data_check.check_data(faster, dataset, test_dataset=test)
+    val = manifest.subset(dataset, [3])
+    check = data_check.check_data(faster, dataset, val_dataset=val)
     assert check["data"]["boxes_per_image"]["max"] == 40
-    assert check["test"] == {"images": 1, "max_boxes": 40}
+    assert check["val"] == {"images": 1, "max_boxes": 40}
     budgets = check["budgets"]
     assert budgets["rois_per_image"] == 64 and budgets["positive_rois_per_image"] == 16
     assert budgets["densest_boxes"] == 40 and budgets["max_detections"] == 100

@@ -10,11 +10,10 @@ import yaml
 
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.train import stall
-from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
 
 from conftest import REPO
-from train_helpers import POSTPROCESS, TINY_MODEL, tiny_split
+from train_helpers import POSTPROCESS, TINY_MODEL, plan_and_train, tiny_split
 
 CHECK = {
     "data": {"small_box_share": 0.9, "input_size": [64, 64]},
@@ -89,7 +88,7 @@ def data(tmp_path_factory):
 
 def _warnings(data, tmp_path, caplog, lr, model_config=TINY_MODEL, postprocess=POSTPROCESS):
     caplog.set_level(logging.WARNING, logger="detflow.train.loop")
-    train_detector(
+    plan_and_train(
         model_config=model_config,
         postprocess=postprocess,
         train_json=data / "augmented" / "train.json",

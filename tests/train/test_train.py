@@ -18,11 +18,10 @@ from detflow.model import backbone
 from detflow.model.build import build_model
 from detflow.model.checkpoint_file import read_checkpoint
 from detflow.model.restore import load_checkpoint
-from detflow.train.loop import train_detector
 from detflow.train.optimizers import Schedule, build_optimizer
 from detflow.train.options import TrainOptions
 
-from train_helpers import POSTPROCESS, TINY_MODEL, tiny_split, without_timing
+from train_helpers import POSTPROCESS, TINY_MODEL, plan_and_train, tiny_split, without_timing
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +31,7 @@ def data(tmp_path_factory):
 
 def _train(data, out, *, model=None, config=None, on_epoch_end=None, **options):
     settings = {"epochs": 1, "batch_size": 2, "warmup_steps": 2, "threads": 1, **options}
-    return train_detector(
+    return plan_and_train(
         model_config={**TINY_MODEL, **(model or {})},
         postprocess=POSTPROCESS,
         train_json=data / "augmented" / "train.json",
@@ -95,7 +94,7 @@ def test_val_classes_must_be_the_training_classes(data, tmp_path):
     renamed = tmp_path / "val.json"
     manifest.save_dataset(val, renamed, image_dir=manifest.image_dir(source, val))
     with pytest.raises(DetflowError, match="differ from the model's"):
-        train_detector(
+        plan_and_train(
             model_config=TINY_MODEL,
             postprocess=POSTPROCESS,
             train_json=data / "augmented" / "train.json",
@@ -328,7 +327,7 @@ def test_early_stopping_on_val_map(data, tmp_path):
 
 
 def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_last_good(data, tmp_path, monkeypatch):
-    import detflow.train.loop as engine
+    import detflow.train.run as engine
 
     real_build = engine.build_model
 
@@ -369,12 +368,12 @@ def test_kill_points_parse_and_count(monkeypatch):
 
 
 def test_amp_is_ignored_on_cpu_with_a_log_line(caplog):
-    from detflow.train.loop import _amp
+    from detflow.train.run import amp_mode
 
-    with caplog.at_level("INFO", logger="detflow.train.loop"):
-        assert _amp("bf16", torch.device("cpu")) == (None, None)
+    with caplog.at_level("INFO", logger="detflow.train.run"):
+        assert amp_mode("bf16", torch.device("cpu")) == (None, None)
     assert "train.amp=bf16 ignored on cpu" in caplog.text
-    assert _amp("none", torch.device("cpu")) == (None, None)
+    assert amp_mode("none", torch.device("cpu")) == (None, None)
 
 
 def test_val_loss_is_logged_and_changes_neither_weights_nor_history(data, tmp_path, monkeypatch):
@@ -383,7 +382,7 @@ def test_val_loss_is_logged_and_changes_neither_weights_nor_history(data, tmp_pa
     from detflow.train import loop
 
     with_loss = _train(data, tmp_path / "a", epochs=2)
-    monkeypatch.setattr(loop, "_val_loss", lambda run, val_set: float("nan"))
+    monkeypatch.setattr(loop, "val_loss", lambda run, val_set: float("nan"))
     _train(data, tmp_path / "b", epochs=2)
     a, b = (read_checkpoint(tmp_path / n / "last.pt") for n in "ab")
     assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])

@@ -10,10 +10,9 @@ import torch
 
 from detflow.model.checkpoint_file import read_checkpoint
 from detflow.model.restore import load_checkpoint
-from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
 
-from train_helpers import POSTPROCESS, TINY_MODEL, tiny_split
+from train_helpers import POSTPROCESS, TINY_MODEL, plan_and_train, tiny_split
 
 pytestmark = pytest.mark.gpu
 
@@ -33,7 +32,7 @@ def test_amp_trains_on_cuda(data, tmp_path, amp, channels_last):
         epochs=2, batch_size=4, warmup_steps=2, device="cuda", amp=amp,
         channels_last=channels_last,
     )  # fmt: skip
-    best = train_detector(
+    best = plan_and_train(
         model_config=TINY_MODEL,
         postprocess=POSTPROCESS,
         train_json=data / "augmented" / "train.json",
@@ -66,7 +65,7 @@ def test_resume_on_cuda_continues_with_the_scaler(data, tmp_path):
         "val_json": data / "split" / "val.json",
         "out_dir": tmp_path,
     }
-    train_detector(**common, options=TrainOptions(epochs=1, **settings))
-    train_detector(**common, options=TrainOptions(epochs=2, resume=True, **settings))
+    plan_and_train(**common, options=TrainOptions(epochs=1, **settings))
+    plan_and_train(**common, options=TrainOptions(epochs=2, resume=True, **settings))
     state = read_checkpoint(tmp_path / "last.pt")
     assert state["epoch"] == 2 and len(state["history"]) == 2

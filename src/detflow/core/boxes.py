@@ -12,9 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def _as_boxes(boxes) -> np.ndarray:
-    array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return array
+def _as_boxes(boxes, dtype=np.float64) -> np.ndarray:
+    return np.asarray(boxes, dtype=dtype).reshape(-1, 4)
 
 
 def xywh_to_xyxy(boxes) -> np.ndarray:
@@ -46,16 +45,38 @@ def xyxy_to_yolo(boxes, *, width: int, height: int) -> np.ndarray:
     )
 
 
-def box_iou(a, b) -> np.ndarray:
-    """Pairwise IoU of ``xyxy`` boxes: ``(N, 4)`` × ``(M, 4)`` → ``(N, M)``."""
-    a, b = _as_boxes(a), _as_boxes(b)
+def box_intersection(a, b, *, dtype=np.float64) -> np.ndarray:
+    """Pairwise intersection areas of ``xyxy`` boxes: ``(N, 4)`` × ``(M, 4)`` → ``(N, M)``,
+    computed in ``dtype``."""
+    a, b = _as_boxes(a, dtype), _as_boxes(b, dtype)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return np.clip(rb - lt, 0, None).prod(axis=2)
+
+
+def box_area(boxes, *, dtype=np.float64) -> np.ndarray:
+    """Areas of ``xyxy`` boxes: ``(N, 4)`` → ``(N,)`` (0 for an empty or inverted box)."""
+    b = _as_boxes(boxes, dtype)
+    return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+
+
+def box_iou(a, b, *, dtype=np.float64) -> np.ndarray:
+    """Pairwise IoU of ``xyxy`` pixel boxes: ``(N, 4)`` × ``(M, 4)`` → ``(N, M)``, computed in
+    ``dtype`` (``np.float32``: the arithmetic of ``torchvision.ops.box_iou``); 0 where both
+    boxes are empty. The one IoU of detflow: data, evaluate and the ONNX runtime use it."""
+    inter = box_intersection(a, b, dtype=dtype)
+    area_a, area_b = box_area(a, dtype=dtype), box_area(b, dtype=dtype)
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0).astype(dtype)
+
+
+def box_ios(a, b) -> np.ndarray:
+    """Pairwise intersection over the smaller box's area of ``xyxy`` boxes: ``(N, 4)`` ×
+    ``(M, 4)`` → ``(N, M)``; 1 when one box lies inside the other (a box cut by a tile edge
+    inside the whole box), where IoU is only the cut share."""
+    inter = box_intersection(a, b)
+    smaller = np.minimum(box_area(a)[:, None], box_area(b)[None, :])
+    return np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1), 0.0)
 
 
 def exif_orient_xyxy(boxes, *, orientation: int, width: int, height: int) -> np.ndarray:

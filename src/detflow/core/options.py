@@ -25,7 +25,10 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
+
+import yaml
 
 from detflow.core.errors import ConfigError, require_choice
 
@@ -188,3 +191,15 @@ def _hints(cls: type) -> dict[str, Any]:
     if cls not in _HINTS:
         _HINTS[cls] = typing.get_type_hints(cls)
     return _HINTS[cls]
+
+
+def read_params(path: str | Path) -> dict:
+    """The composed config at ``path`` (``params.yaml``, as ``make params`` writes it), read
+    with ``yaml.safe_load``; ConfigError naming the file when it is missing or not a mapping."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc}); run `make params`") from exc
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("paths"), dict):
+        raise ConfigError(f"{path}: not a composed detflow config (no paths: mapping)")
+    return loaded

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detflow.core.boxes import box_iou
 from detflow.data import manifest
 
 QUANTILES = (0.05, 0.5, 0.95)
@@ -71,17 +72,6 @@ def input_boxes(
     return out
 
 
-def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of ``[N, 4]`` and ``[M, 4]`` ``xyxy`` boxes: ``[N, M]``."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def box_sizes(images: list[InputBoxes]) -> tuple[np.ndarray, np.ndarray]:
     """Widths and heights (input pixels) of all boxes, in image order."""
     boxes = np.concatenate([im.boxes for im in images]) if images else np.zeros((0, 4))
@@ -115,7 +105,7 @@ def data_report(
     best_other = []
     for im in images:
         if len(im.boxes) > 1:
-            iou = pairwise_iou(im.boxes, im.boxes)
+            iou = box_iou(im.boxes, im.boxes)
             np.fill_diagonal(iou, 0.0)
             best_other.extend(iou.max(axis=1).tolist())
         else:

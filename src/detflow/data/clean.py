@@ -3,7 +3,9 @@
 Images are fully decoded under a pixel limit; truncated ones are dropped or repaired (the
 decodable part re-encoded) by policy; all become 8-bit RGB with EXIF orientation applied to
 pixels and boxes, optionally resized by policy. Exact duplicates (same decoded pixels) keep
-their first copy; near-duplicates (perceptual hash) share a ``group`` or are dropped. Boxes
+their first copy; near-duplicates (perceptual hash, in any of the 8 flips and quarter turns)
+share a ``group`` or are dropped, and copies whose file names carry one original's name share
+a ``group`` (:mod:`detflow.data.clean_groups`). Boxes
 (COCO ``xywh`` pixels in the files, ``xyxy`` pixels here) are checked for class, finite
 values, positive size, bounds (clipped within a tolerance), minimum side and same-class
 duplicates. A box dropped for a reason that leaves a real object unlabelled
@@ -35,8 +37,15 @@ from detflow.core.images import (
 from detflow.core.options import ConfigOptions
 from detflow.data import manifest
 from detflow.data.clean_boxes import check_boxes, scaled_boxes
+from detflow.data.clean_groups import (
+    drop_cluster_members,
+    merge_groups,
+    name_links,
+    near_pairs,
+    pair_listing,
+)
 from detflow.data.clean_images import Analysed, analyse_all
-from detflow.data.near_duplicates import clusters, near_duplicate_pairs
+from detflow.data.near_duplicates import clusters
 
 # clean's box drop reasons that leave a real object of the image without its box
 LOST_OBJECT = frozenset({"non_numeric", "unknown_class", "non_finite", "out_of_bounds"})
@@ -134,7 +143,7 @@ def clean_dataset(
                     xywh=box,
                     ignore=_ignore_kind(ann),
                 )
-            hashes.append(done.phash)
+            hashes.append(done.phashes)
         for folder in stage.iterdir():  # one per worker, empty: each file moved or deleted
             folder.rmdir()
         stage.rmdir()
@@ -198,46 +207,18 @@ def _ignore_kind(ann: dict) -> str | None:
     return "crowd" if ann.get("iscrowd") else None
 
 
-def _near_duplicates(out: dict, hashes: list[int], policy: CleanPolicy, log, folder: Path):
-    """Merge near-duplicate clusters (joined through shared groups too) into the group of
-    their first image; with policy ``drop``, keep only each cluster's first image."""
-    images = out["images"]
-    distance = policy.near_duplicate_distance
-    pairs = [] if distance is None else near_duplicate_pairs(hashes, max_distance=distance)
-    listing = [
-        {"a": images[i]["source"], "b": images[j]["source"], "distance": d} for i, j, d in pairs
-    ]
+def _near_duplicates(out: dict, hashes: list[tuple], policy: CleanPolicy, log, folder: Path):
+    """Merge near-duplicate clusters (upright, flipped or turned), copies named after one
+    original and shared groups into the group of their first image
+    (:mod:`detflow.data.clean_groups`); with policy ``drop``, keep only each near-duplicate
+    cluster's first image."""
+    pairs = near_pairs(hashes, policy.near_duplicate_distance)
+    listing = pair_listing(out["images"], pairs)
     if policy.near_duplicate_policy == "drop":
-        _drop_cluster_members(out, clusters(len(images), pairs), log, folder)
-        images, pairs = out["images"], []
-    first_of_group: dict[str, int] = {}
-    links = list(pairs)
-    for index, image in enumerate(images):
-        links.append((first_of_group.setdefault(image["group"], index), index))
-    roots = clusters(len(images), links)
-    for index, image in enumerate(images):
-        image["group"] = images[roots[index]]["group"]
-    return {
-        "near_duplicate_pairs": len(listing),
-        "groups_merged": len(first_of_group) - len({im["group"] for im in images}),
-        "near_duplicates": listing,
-    }
-
-
-def _drop_cluster_members(out: dict, roots: list[int], log, folder: Path) -> None:
-    images, by_image = out["images"], manifest.annotations_by_image(out)
-    drop = {images[i]["id"] for i in range(len(images)) if roots[i] != i}
-    for i, image in enumerate(images):
-        if image["id"] in drop:
-            log.drop_image(
-                image,
-                by_image.get(image["id"], []),
-                "near_duplicate",
-                f"near-identical to {images[roots[i]]['source']}",
-            )
-            (folder / image["file_name"]).unlink()
-    out["images"] = [im for im in images if im["id"] not in drop]
-    out["annotations"] = [a for a in out["annotations"] if a["image_id"] not in drop]
+        drop_cluster_members(out, clusters(len(out["images"]), pairs), log, folder)
+        pairs = []
+    merged = merge_groups(out["images"], pairs, name_links(out["images"]))
+    return {"near_duplicate_pairs": len(listing), **merged, "near_duplicates": listing}
 
 
 def _balance(out: dict, warn_above: float) -> dict:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from detflow.core.errors import DataError
 from detflow.core.images import PixelLimitError, decode_with_info, resize_policy
-from detflow.data.near_duplicates import perceptual_hash
+from detflow.data.near_duplicates import dihedral_perceptual_hashes
 from detflow.data.quality import quality_flags
 
 FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png"}
@@ -45,7 +45,8 @@ class Analysed:
     offset_x, offset_y), ``out_size`` and ``out_bytes`` + ``out_suffix`` (the file to write:
     the source bytes when they already are these pixels, else PNG; :func:`analyse_all` writes
     the bytes to the file ``staged`` and empties ``out_bytes``), ``quality`` flags and
-    ``phash`` (64-bit perceptual hash of the output pixels)."""
+    ``phashes`` (the 64-bit perceptual hashes of the output pixels in the 8 orientations,
+    upright first: :func:`~detflow.data.near_duplicates.dihedral_perceptual_hashes`)."""
 
     dropped: tuple[str, str] | None = None
     digest: str = ""
@@ -57,7 +58,7 @@ class Analysed:
     out_bytes: bytes = b""
     out_suffix: str = ""
     quality: list[str] = field(default_factory=list)
-    phash: int = 0
+    phashes: tuple[int, ...] = ()
     staged: Path | None = None
 
 
@@ -108,7 +109,7 @@ def analyse_image(path: Path, *, name: str, file_name: str, policy) -> Analysed:
         out_bytes=out_bytes,
         out_suffix=suffix,
         quality=quality_flags(gray, policy.quality),
-        phash=perceptual_hash(gray),
+        phashes=dihedral_perceptual_hashes(gray),
     )
 
 

@@ -170,6 +170,8 @@ def _namespaced(scan: SourceScan, prefix: str) -> SourceScan:
         image.incomplete = [f"{prefix}/{reason}" for reason in image.incomplete]
     for item in [*scan.dropped, *scan.changed]:
         item["path"] = f"{prefix}/{item['path']}"
+    if scan.class_names_from:
+        scan.class_names_from = f"{prefix}: {scan.class_names_from}"
     return scan
 
 
@@ -189,7 +191,8 @@ def _merge(scans: list[SourceScan], class_map: dict, difficult: str = "ignore") 
             mapped = class_map.get(name, name)
             if mapped is not None and mapped not in names:
                 names.append(mapped)
-    merged = SourceScan(class_names=names)
+    named_by = [scan.class_names_from for scan in scans if scan.class_names_from]
+    merged = SourceScan(class_names=names, class_names_from="; ".join(named_by) or None)
     for scan in scans:
         merged.dropped.extend(scan.dropped)
         merged.changed.extend(scan.changed)
@@ -318,6 +321,7 @@ def _report(dataset: dict, scan: SourceScan) -> dict:
         "ignored_boxes": sum(1 for a in dataset["annotations"] if manifest.is_ignored(a)),
         "changed_boxes": len(scan.changed),
         "classes": len(scan.class_names),
+        "class_names_from": scan.class_names_from,
         "dropped_images": kinds["image"],
         "dropped_boxes": kinds["box"],
         "dropped_boxes_on_purpose": on_purpose,

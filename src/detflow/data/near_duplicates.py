@@ -6,6 +6,15 @@ multi-index hashing: the hash is cut into ``max_distance + 1`` chunks, and two h
 that distance must agree exactly on at least one chunk (pigeonhole), so only images sharing a
 chunk value are compared (in NumPy). Near-duplicate pairs are merged into clusters with
 union-find.
+
+A flipped or quarter-turned copy is a near-duplicate too: :func:`dihedral_hashes` gives the
+hashes of all 8 orientations of an image (the dihedral group: flips, quarter turns,
+transposes) from one resize and one DCT, and :func:`dihedral_pairs` pairs an image with
+another when one of its orientations is within ``max_distance`` of the other's upright hash.
+Flipping the pixels left-right multiplies DCT-II coefficient ``(u, v)`` by ``(-1)^v``,
+flipping them upside down by ``(-1)^u``, and transposing them transposes the coefficients,
+so the 8 orientations' coefficient blocks are sign changes and a transpose of one block; only
+their medians (the bit thresholds) are recomputed.
 """
 
 from __future__ import annotations
@@ -48,6 +57,55 @@ def dct_hash(pixels: np.ndarray) -> int:
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
+# the 8 orientations, in the order of dihedral_hashes: the PIL transpose that makes that copy
+ORIENTATIONS = (
+    "identity",
+    "flip_left_right",
+    "flip_top_bottom",
+    "rotate_180",
+    "transpose",
+    "rotate_90",
+    "rotate_270",
+    "transverse",
+)
+# orientation index -> the index of its inverse (a quarter turn undoes the other way)
+_INVERSE = (0, 1, 2, 3, 4, 6, 5, 7)
+_ALTERNATING = np.where(np.arange(HASH_SIDE) % 2, -1.0, 1.0)
+_ONES = np.ones(HASH_SIDE)
+# coefficient (u, v) signs of identity, left-right flip, top-bottom flip, 180 degree turn
+_SIGNS = np.stack(
+    [
+        np.outer(_ONES, _ONES),
+        np.outer(_ONES, _ALTERNATING),
+        np.outer(_ALTERNATING, _ONES),
+        np.outer(_ALTERNATING, _ALTERNATING),
+    ]
+)
+
+
+def dihedral_perceptual_hashes(image: Image.Image) -> tuple[int, ...]:
+    """:func:`perceptual_hash` of the image in each of the 8 :data:`ORIENTATIONS`, from one
+    resize (:func:`dihedral_hashes`); the first is :func:`perceptual_hash` itself."""
+    gray = image if image.mode == "L" else image.convert("L")
+    small = gray.resize((SMALL_SIDE, SMALL_SIDE), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return dihedral_hashes(np.asarray(small, dtype=np.float64))
+
+
+def dihedral_hashes(pixels: np.ndarray) -> tuple[int, ...]:
+    """The :func:`dct_hash` of a 32 x 32 grayscale array (float, 0..255) after each of the 8
+    :data:`ORIENTATIONS`, without transforming the pixels: the 8 x 8 low-frequency block of
+    the upright array is computed once; a flip changes the signs of its odd rows or columns,
+    a transpose (of the pixels) transposes it, and each orientation's bits are its signed
+    coefficients above their own median. The first hash is ``dct_hash(pixels)`` exactly; the
+    others equal the hash of the transformed array up to floating-point rounding."""
+    signed = (_DCT @ pixels @ _DCT.T)[None] * _SIGNS  # [4, 8, 8]: the 4 sign patterns
+    middle = np.partition(signed.reshape(4, -1), [31, 32], axis=1)
+    bits = signed > ((middle[:, 31] + middle[:, 32]) / 2)[:, None, None]
+    both = np.concatenate([bits, bits.transpose(0, 2, 1)])  # then the transposed four
+    packed = np.packbits(both.reshape(len(ORIENTATIONS), -1), axis=1)
+    return tuple(int(v) for v in packed.view(">u8").ravel())
+
+
 def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
@@ -69,6 +127,56 @@ def near_duplicate_pairs(hashes: list[int], *, max_distance: int) -> list[tuple[
     first, second = np.divmod(codes, len(hashes))
     distance = np.bitwise_count(values[first] ^ values[second])
     return list(zip(first.tolist(), second.tolist(), distance.tolist(), strict=True))
+
+
+def dihedral_pairs(
+    hashes: list[tuple[int, ...]], *, max_distance: int
+) -> list[tuple[int, int, int, str]]:
+    """All index pairs ``(i, j, distance, orientation)``, ``i < j``, sorted, where image ``j``
+    is within ``max_distance`` bits of image ``i`` turned or flipped by ``orientation`` (one
+    of :data:`ORIENTATIONS`: the PIL ``Image.transpose`` that makes ``j`` from ``i``);
+    ``hashes[k]`` holds image ``k``'s 8 :func:`dihedral_hashes`.
+    Each pair appears once, at its smallest distance (ties: the first orientation, so an
+    upright near-duplicate is reported as ``identity``, with the pairs and distances of
+    :func:`near_duplicate_pairs`). The turned hashes are looked up among the upright ones
+    chunk by chunk (:func:`_turned_pairs`), so the cost grows with the candidates."""
+    if max_distance < 0 or len(hashes) < 2:
+        return []
+    values = np.array(hashes, dtype=np.uint64).reshape(len(hashes), len(ORIENTATIONS))
+    upright = near_duplicate_pairs(values[:, 0].tolist(), max_distance=max_distance)
+    found = [_turned_pairs(values, s, m, max_distance) for s, m in _chunk_masks(max_distance + 1)]
+    turned = np.unique(np.concatenate(found))  # (i * n + j) * 8 + orientation, i != j
+    pair, orientation = np.divmod(turned, len(ORIENTATIONS))
+    first, second = np.divmod(pair, len(hashes))
+    distance = np.bitwise_count(values[first, orientation] ^ values[second, 0])
+    best = {(i, j): (d, 0) for i, j, d in upright}
+    rows = (first.tolist(), second.tolist(), orientation.tolist(), distance.tolist())
+    for i, j, o, d in zip(*rows, strict=True):  # i turned by o is j: j turned back is i
+        key, o = ((i, j), o) if i < j else ((j, i), _INVERSE[o])
+        best[key] = min(best.get(key, (d, o)), (d, o))
+    return [(i, j, d, ORIENTATIONS[o]) for (i, j), (d, o) in sorted(best.items())]
+
+
+def _turned_pairs(values: np.ndarray, shift: int, mask: int, max_distance: int) -> np.ndarray:
+    """``(i * n + j) * 8 + o`` (int64) for each image ``i``, orientation ``o`` > 0 and other
+    image ``j`` whose upright hash has the bits ``shift .. shift + width`` (``mask``) of
+    ``values[i, o]`` and is at most ``max_distance`` from it. ``values``: [n, 8] uint64."""
+    count = len(values)
+    keys = (values >> np.uint64(shift)) & np.uint64(mask)
+    order = np.argsort(keys[:, 0], kind="stable")
+    upright = keys[order, 0]
+    queries = keys[:, 1:].ravel()  # image i, orientation o at (i * 7 + o - 1)
+    low = np.searchsorted(upright, queries, side="left")
+    hits = np.searchsorted(upright, queries, side="right") - low
+    query = np.repeat(np.arange(queries.size), hits)
+    offset = np.arange(query.size) - np.repeat(np.cumsum(hits) - hits, hits)
+    image, turn = np.divmod(query, len(ORIENTATIONS) - 1)
+    other = order[low[query] + offset]
+    turn += 1
+    near = (image != other) & (
+        np.bitwise_count(values[image, turn] ^ values[other, 0]) <= max_distance
+    )
+    return (image[near] * count + other[near]) * len(ORIENTATIONS) + turn[near]
 
 
 def _chunk_pairs(values: np.ndarray, shift: int, mask: int, *, max_distance: int) -> np.ndarray:

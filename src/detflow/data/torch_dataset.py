@@ -71,9 +71,9 @@ def collate(batch):
     return tuple(zip(*batch, strict=True))
 
 
-def aspect_groups(dataset: DetectionDataset) -> list[int]:
-    """Per image: 0 if it is at least as wide as it is tall, else 1 (from the JSON)."""
-    return [0 if im["width"] >= im["height"] else 1 for im in dataset.images]
+def aspect_groups(images: list[dict]) -> list[int]:
+    """Per image record: 0 if it is at least as wide as it is tall, else 1 (from the JSON)."""
+    return [0 if im["width"] >= im["height"] else 1 for im in images]
 
 
 class GroupedBatchSampler(Sampler[list[int]]):
@@ -97,11 +97,32 @@ class GroupedBatchSampler(Sampler[list[int]]):
                 yield buckets[group]
 
     def __len__(self) -> int:
-        if len(self.sampler) == len(self.group_ids):  # every index once (one process)
-            counts = Counter(self.group_ids).values()
-            return sum(math.ceil(count / self.batch_size) for count in counts)
-        groups = len(set(self.group_ids))  # a shard: at most one partial batch per group
-        return math.ceil(len(self.sampler) / self.batch_size) + groups - 1
+        return grouped_batches(self.group_ids, len(self.sampler), self.batch_size)
+
+
+def grouped_batches(group_ids: list[int], samples: int, batch_size: int) -> int:
+    """Batches :class:`GroupedBatchSampler` yields for ``samples`` indices of ``group_ids``."""
+    if samples == len(group_ids):  # every index once (one process)
+        counts = Counter(group_ids).values()
+        return sum(math.ceil(count / batch_size) for count in counts)
+    groups = len(set(group_ids))  # a shard: at most one partial batch per group
+    return math.ceil(samples / batch_size) + groups - 1
+
+
+def batches_per_epoch(
+    images: list[dict],
+    *,
+    batch_size: int,
+    aspect_ratio_grouping: bool = False,
+    world_size: int = 1,
+) -> int:
+    """``len(train_loader(...))`` on each rank, from the dataset's ``images`` records alone
+    (their ``width``/``height``), without building a loader: what the training plan sizes
+    the schedule by."""
+    samples = math.ceil(len(images) / world_size)  # DistributedSampler pads to equal shards
+    if aspect_ratio_grouping:
+        return grouped_batches(aspect_groups(images), samples, batch_size)
+    return math.ceil(samples / batch_size)
 
 
 def train_loader(
@@ -124,7 +145,7 @@ def train_loader(
     else:
         sampler = RandomSampler(dataset, generator=generator)
     if aspect_ratio_grouping:
-        batches = GroupedBatchSampler(sampler, aspect_groups(dataset), batch_size)
+        batches = GroupedBatchSampler(sampler, aspect_groups(dataset.images), batch_size)
     else:
         batches = BatchSampler(sampler, batch_size, drop_last=False)
     return DataLoader(

@@ -4,18 +4,24 @@ budget against ``ort_fp32``, and the table, plot points and markdown that report
 A row (one per variant, in build order) holds ``status``: ``ok``, ``skipped: <reason>``
 (not built or not runnable here) or ``rejected: <reason>`` (over the accuracy budget, or it
 crashed its runtime on one of the probe inputs of :mod:`detflow.deploy.crash_probe`); a
-variant that ran also holds ``size_mb``, ``map50_95``, ``map50`` (COCO, test split, after the
-post-processing in the model's metadata), ``latency_ms_p50|p95`` (batch 1, one image per
-call), ``throughput_img_s`` (test images per second of inference, one after another) and
+variant that ran also holds ``size_mb``, ``val_map50_95``, ``val_map50`` (COCO, val split,
+after the post-processing in the model's metadata), ``map_drop`` (val mAP50-95 points lost
+against ``ort_fp32``), ``latency_ms_p50|p95`` (batch 1, one val image per call),
+``throughput_img_s`` (val images per second of inference, one after another) and
 ``provider`` (the ORT execution provider, or OpenVINO's device, that ran it). With
 ``optimize.latency_rounds`` > 0 the latency and throughput come from that many rounds timing
 every variant side by side (:mod:`detflow.deploy.latency_rounds`; ``latency_rounds`` in the
 row), else from the accuracy pass, one variant after another.
+
+The test split is read only to report: each variant that ran also gets ``test_map50_95``,
+``test_map50`` and ``test_map_drop``, measured after everything above; no status, and so
+not the deployed variant, depends on them (calibration images come from train).
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 from detflow.core.errors import DetflowError
@@ -31,25 +37,46 @@ REFERENCE = "ort_fp32"
 
 
 def build_and_benchmark(
-    *, onnx_path: str | Path, out_dir: str | Path, val, test, options: OptimizeOptions
+    *, onnx_path: str | Path, out_dir: str | Path, train, val, test, options: OptimizeOptions
 ) -> tuple[list[Variant], dict[str, dict]]:
     """The optimize stage's work: build ``options.variants`` of ``onnx_path`` into ``out_dir``
-    (static INT8 calibrated on the first ``options.calibration_images`` of ``val``), benchmark
-    them on ``test`` and judge them by ``options.max_map_drop`` (:func:`apply_budget`).
-    ``val``, ``test``: DetectionDatasets. Returns (the variants, the table)."""
+    (static INT8 calibrated on the first ``options.calibration_images`` of ``train``),
+    benchmark them on ``val`` and judge them by ``options.max_map_drop`` (:func:`apply_budget`),
+    then add each one's ``test`` figures for the report (:func:`add_test_figures`).
+    ``train``, ``val``, ``test``: DetectionDatasets. Returns (the variants, the table)."""
     variants = build_variants(
         onnx_path=onnx_path,
         out_dir=out_dir,
-        calibration=calibration_images(val, options.calibration_images),
+        calibration=calibration_images(train, options.calibration_images),
         options=options,
     )
     table = benchmark(
         variants=variants,
-        dataset=test,
+        dataset=val,
         warmup_runs=options.warmup_runs,
         latency_rounds=options.latency_rounds,
     )
-    return variants, apply_budget(table, max_map_drop=options.max_map_drop)
+    table = apply_budget(table, max_map_drop=options.max_map_drop)
+    return variants, add_test_figures(table, variants=variants, test=test)
+
+
+def add_test_figures(table: dict[str, dict], *, variants: list[Variant], test) -> dict:
+    """A copy of ``table`` where each variant that ran also holds ``test_map50_95``,
+    ``test_map50`` and ``test_map_drop`` (against ``ort_fp32``) on ``test`` (a
+    DetectionDataset): figures to report beside the val ones, never to decide on."""
+    out = {name: dict(row) for name, row in table.items()}
+    for variant in variants:
+        if "val_map50_95" not in out[variant.name]:
+            continue
+        detector = load_detector(variant.path, providers=variant.providers)
+        metrics = evaluate_predictor(partial(_run_on_tensor, detector), test)
+        out[variant.name]["test_map50_95"] = metrics["map50_95"]
+        out[variant.name]["test_map50"] = metrics["map50"]
+    reference = out.get(REFERENCE, {}).get("test_map50_95")
+    for row in out.values():
+        if reference is not None and "test_map50_95" in row:
+            row["test_map_drop"] = round(100 * (reference - row["test_map50_95"]), 4)
+    return out
 
 
 def benchmark(
@@ -58,7 +85,9 @@ def benchmark(
     """Run each variant over ``dataset`` (a DetectionDataset); returns name → row (see the
     module doc for ``latency_rounds``)."""
     if len(dataset) == 0:
-        raise DetflowError("optimize: the test split is empty; nothing to benchmark on")
+        raise DetflowError(
+            f"optimize: {dataset.json_path} is empty; nothing to benchmark on (add images)"
+        )
     table, ran = {}, {}
     for variant in variants:
         if variant.skipped is not None:
@@ -113,8 +142,8 @@ def _measure(detector, dataset) -> dict:
     return {
         "status": "ok",
         "size_mb": round(model_bytes(detector.path) / 1e6, 3),
-        "map50_95": metrics["map50_95"],
-        "map50": metrics["map50"],
+        "val_map50_95": metrics["map50_95"],
+        "val_map50": metrics["map50"],
         "latency_ms_p50": metrics["latency_ms_p50"],
         "latency_ms_p95": metrics["latency_ms_p95"],
         "throughput_img_s": len(seconds) / sum(seconds),
@@ -122,9 +151,13 @@ def _measure(detector, dataset) -> dict:
     }
 
 
+def _run_on_tensor(detector, image):
+    return detector(image.numpy())
+
+
 def apply_budget(table: dict[str, dict], *, max_map_drop: float) -> dict[str, dict]:
-    """A copy of ``table`` where each variant that ran gets ``map_drop`` (mAP50-95 points lost
-    against ``ort_fp32``) and, above ``max_map_drop``, the status ``rejected: …``."""
+    """A copy of ``table`` where each variant that ran gets ``map_drop`` (val mAP50-95 points
+    lost against ``ort_fp32``) and, above ``max_map_drop``, the status ``rejected: …``."""
     reference = table.get(REFERENCE, {})
     if reference.get("status") != "ok":
         raise DetflowError(
@@ -134,11 +167,11 @@ def apply_budget(table: dict[str, dict], *, max_map_drop: float) -> dict[str, di
     out = {}
     for name, row in table.items():
         row = dict(row)
-        if "map50_95" in row:
-            row["map_drop"] = round(100 * (reference["map50_95"] - row["map50_95"]), 4)
+        if "val_map50_95" in row:
+            row["map_drop"] = round(100 * (reference["val_map50_95"] - row["val_map50_95"]), 4)
             if row["map_drop"] > max_map_drop:
                 row["status"] = (
-                    f"rejected: loses {row['map_drop']:.2f} mAP50-95 points vs {REFERENCE} "
+                    f"rejected: loses {row['map_drop']:.2f} val mAP50-95 points vs {REFERENCE} "
                     f"(optimize.max_map_drop={max_map_drop})"
                 )
         out[name] = row
@@ -164,18 +197,25 @@ def latency_points(table: dict[str, dict]) -> list[dict]:
 
 
 def markdown_table(table: dict[str, dict]) -> str:
-    """The benchmark as a markdown table, one row per variant."""
+    """The benchmark as a markdown table, one row per variant: val figures (the decision),
+    then test figures (the report)."""
     rows = [
-        "| variant | size MB | mAP50-95 | mAP50 | p50 ms | p95 ms | img/s | provider | status |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | size MB | val mAP50-95 | val mAP50 | test mAP50-95 | test mAP50 | p50 ms "
+        "| p95 ms | img/s | provider | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in table.items():
-        if "map50_95" not in r:
-            rows.append(f"| {name} | | | | | | | | {r['status']} |")
+        if "val_map50_95" not in r:
+            rows.append(f"| {name} | | | | | | | | | | {r['status']} |")
             continue
+        test = " | ".join(_figure(r.get(k)) for k in ("test_map50_95", "test_map50"))
         rows.append(
-            f"| {name} | {r['size_mb']:.1f} | {r['map50_95']:.3f} | {r['map50']:.3f} "
-            f"| {r['latency_ms_p50']:.1f} | {r['latency_ms_p95']:.1f} "
+            f"| {name} | {r['size_mb']:.1f} | {r['val_map50_95']:.3f} | {r['val_map50']:.3f} "
+            f"| {test} | {r['latency_ms_p50']:.1f} | {r['latency_ms_p95']:.1f} "
             f"| {r['throughput_img_s']:.1f} | {r['provider']} | {r['status']} |"
         )
     return "\n".join(rows)
+
+
+def _figure(value) -> str:
+    return "" if value is None else f"{value:.3f}"

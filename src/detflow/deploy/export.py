@@ -29,7 +29,7 @@ SIMPLIFIERS = ("none", "onnxslim")
 
 @dataclass(frozen=True, kw_only=True)
 class ExportOptions(ConfigOptions):
-    """The validated ``export.*`` (see conf/config.yaml): the ONNX opset, the test images the
+    """The validated ``export.*`` (see conf/config.yaml): the ONNX opset, the val images the
     parity check uses and its tolerances, and the graph simplifier."""
 
     SECTION = "export"
@@ -220,7 +220,7 @@ def _failures(result: dict, options: ExportOptions, score_threshold: float) -> l
 
 
 def parity_count(options: ExportOptions, available: int) -> int:
-    """How many test images the parity check uses: ``export.parity_images``, or all
+    """How many val images the parity check uses: ``export.parity_images``, or all
     ``available`` when there are fewer."""
     return min(options.parity_images, available)
 
@@ -239,9 +239,9 @@ def export_verified(
     """Export (see :func:`export_onnx`), then check parity on ``images`` (after
     ``postprocess``, see :func:`check_parity`); the file appears at ``onnx_path`` only if
     parity holds. Returns the parity report. ``images``: the first ``options.parity_images``
-    test images (:func:`parity_count`)."""
+    val images (:func:`parity_count`)."""
     if not images:
-        raise DetflowError("export: no images to check parity on; the test split is empty")
+        raise DetflowError("export: no images to check parity on; the val split is empty")
     with atomic_file(onnx_path) as tmp:
         export_onnx(
             model=model,

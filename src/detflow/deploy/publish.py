@@ -3,8 +3,10 @@
 ``<out_dir>/model.onnx`` is the variant's file byte for byte; ``<out_dir>/model_card.json``
 holds the variant, its benchmark row (metrics, latency, throughput, provider, status), the
 class names, input spec, normalisation and post-processing from the model's metadata, the
-file's SHA-256, the source commit and the model's cost (params, FLOPs per image). Both are
-written together (one atomic directory).
+file's SHA-256, the source commit, the model's cost (params, FLOPs per image) and the machine
+that measured the row (instruction sets and runtime versions:
+:func:`detflow.core.machine.machine_info`). Both are written together (one atomic
+directory).
 """
 
 from __future__ import annotations
@@ -46,10 +48,13 @@ def deploy(
     out_dir: str | Path,
     commit: str | None,
     cost: dict | None = None,
+    machine: dict | None = None,
 ) -> dict:
     """Copy ``model_path`` to ``out_dir/model.onnx`` (an OpenVINO IR: ``model.xml`` and
     ``model.bin``) and write the model card; returns it. ``cost``: the PyTorch model's
-    parameter count and FLOPs per image (evaluate's ``cost``), in the card when given."""
+    parameter count and FLOPs per image (evaluate's ``cost``), in the card when given;
+    ``machine``: :func:`~detflow.core.machine.machine_info` of the machine that benchmarked
+    the row, in the card when given."""
     model_path = Path(model_path)
     openvino = model_path.suffix == ".xml"
     meta = _openvino_metadata(model_path) if openvino else model_metadata(model_path)
@@ -66,6 +71,8 @@ def deploy(
     }
     if cost is not None:
         card["cost"] = cost
+    if machine is not None:
+        card["machine"] = machine
     if openvino:
         card["weights_sha256"] = sha256_file(model_path.with_suffix(".bin"))
     with atomic_dir(out_dir) as tmp:

@@ -306,6 +306,6 @@ def _inputs_used(graph: onnx.GraphProto) -> set[str]:
 
 
 def calibration_images(dataset, count: int) -> list[np.ndarray]:
-    """The first ``count`` images of ``dataset`` (a DetectionDataset: the val split) as
+    """The first ``count`` images of ``dataset`` (a DetectionDataset: the train split) as
     ``[3, H, W]`` float32 arrays, for static INT8 calibration."""
     return [dataset[i][0].numpy() for i in range(min(count, len(dataset)))]

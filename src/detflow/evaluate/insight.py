@@ -12,7 +12,7 @@ from detflow.data.torch_dataset import DetectionDataset
 from detflow.evaluate.bootstrap import bootstrap_ci
 from detflow.evaluate.cost import model_cost
 from detflow.evaluate.inference import EvaluateOptions, detect_dataset
-from detflow.evaluate.label_issues import confident_score, find_label_issues
+from detflow.evaluate.label_issues import confident_score, find_label_issues, issue_thresholds
 from detflow.evaluate.metrics import Evaluation, to_coco_results
 from detflow.evaluate.tide import error_breakdown
 from detflow.model.postprocess_config import PostprocessOptions
@@ -21,7 +21,8 @@ from detflow.model.postprocess_config import PostprocessOptions
 @dataclass
 class Insight:
     """``metrics``: keys added to the evaluate metrics (``map50_ci``, ``map50_95_ci``,
-    ``per_class_map50_ci``, ``bootstrap``, ``errors``, ``cost``, ``label_issues``: counts).
+    ``per_class_map50_ci``, ``bootstrap``, ``errors``, ``cost``, ``label_issues``: counts,
+    ``label_issue_thresholds``: split → class → the bar of the candidates).
     ``issues``: label-issue candidates, best first (see
     :func:`detflow.evaluate.label_issues.find_label_issues`). ``datasets``: split name →
     the :class:`DetectionDataset` the issues refer to. ``predictions``: split name → image
@@ -62,11 +63,17 @@ def analyse(
     if confidence == "auto":  # calibrated on val (test when there is no val)
         calibration = "val" if "val" in datasets else "test"
         confidence = confident_score(datasets[calibration].dataset, predictions[calibration])
-    issues = []
+    issues, thresholds = [], {}
     for split in ("val", "test"):
         if split in datasets:
+            dataset = datasets[split].dataset
+            thresholds[split] = issue_thresholds(dataset, predictions[split])
             issues += find_label_issues(
-                datasets[split].dataset, predictions[split], split=split, confidence=confidence
+                dataset,
+                predictions[split],
+                split=split,
+                confidence=confidence,
+                thresholds=thresholds[split],
             )
     issues.sort(key=lambda r: (r["score"], r["split"], r["image_id"]))
     metrics["label_issues"] = {
@@ -74,5 +81,6 @@ def analyse(
         for kind in ("overlooked", "swapped", "badly_located")
     }
     metrics["label_issue_confidence"] = confidence
+    metrics["label_issue_thresholds"] = thresholds
     metrics["cost"] = model_cost(model, test[0][0])
     return Insight(metrics=metrics, issues=issues, datasets=datasets, predictions=predictions)

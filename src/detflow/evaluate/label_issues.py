@@ -1,8 +1,11 @@
 """Which labels are likely wrong: cleanlab's object-detection scores (ObjectLab) on splits
-the model did not train on.
+the model did not train on, thresholded as cleanlab's own ``find_label_issues`` does.
 
 Three kinds of candidate, each with cleanlab's per-box quality score in [0, 1] (lower: more
-likely a label error), ranked together, lowest first:
+likely a label error), ranked together, lowest first. A box is a candidate only when its
+score is at or below its class's threshold (:func:`issue_thresholds`: the class's AP on the
+split, scaled by cleanlab's constants), so the list holds the boxes worth opening, not every
+box scoring below 1:
 
 - ``overlooked``: a confident detection (score >= ``confidence``, cleanlab's
   high-probability threshold) that
@@ -21,6 +24,12 @@ labels, and an overlooked candidate over an ignored box is dropped.
 from __future__ import annotations
 
 import numpy as np
+from cleanlab.internal.constants import (
+    AP_SCALE_FACTOR,
+    BADLOC_THRESHOLD_FACTOR,
+    OVERLOOKED_THRESHOLD_FACTOR,
+    SWAP_THRESHOLD_FACTOR,
+)
 from cleanlab.object_detection.rank import (
     compute_badloc_box_scores,
     compute_overlooked_box_scores,
@@ -29,10 +38,37 @@ from cleanlab.object_detection.rank import (
 
 from detflow.core.boxes import box_iou, xywh_to_xyxy, xyxy_to_xywh
 from detflow.data import manifest
-from detflow.evaluate.metrics import empty_predictions, match_image
+from detflow.evaluate.metrics import coco_metrics, empty_predictions, match_image, to_coco_results
 
 KINDS = ("overlooked", "swapped", "badly_located")
 CLEANLAB_CONFIDENCE = 0.95  # cleanlab's high_probability_threshold
+# cleanlab.object_detection.filter.find_label_issues: a box is an issue when its score is at
+# or below (its class's AP) × AP_SCALE_FACTOR × the factor of its kind
+FACTORS = {
+    "overlooked": OVERLOOKED_THRESHOLD_FACTOR,
+    "swapped": SWAP_THRESHOLD_FACTOR,
+    "badly_located": BADLOC_THRESHOLD_FACTOR,
+}
+
+
+def issue_thresholds(dataset: dict, predictions: dict[int, dict]) -> dict[str, float]:
+    """Class name → the score at or below which a box of that class is a label issue,
+    before the kind's factor: the class's AP (COCO mAP50-95 of ``predictions`` on
+    ``dataset``, the split under review) × cleanlab's ``AP_SCALE_FACTOR`` (0.25), the rule of
+    cleanlab's ``find_label_issues`` for detection (it multiplies by 0.8 per kind:
+    :data:`FACTORS`). A class the model finds well gets a higher bar; a class without labels
+    on the split gets 0 (only boxes scoring 0 stay). ``predictions``: image id → ``boxes``
+    ``[N, 4]`` xyxy px, ``labels``, ``scores``."""
+    detections = [
+        record
+        for image_id, p in predictions.items()
+        for record in to_coco_results(image_id, p["boxes"], p["labels"], p["scores"])
+    ]
+    per_class = coco_metrics(dataset, detections)["per_class_map50_95"]
+    return {
+        name: round(per_class.get(name, 0.0) * AP_SCALE_FACTOR, 6)
+        for name in manifest.class_names(dataset)
+    }
 
 
 def confident_score(dataset: dict, predictions: dict[int, dict]) -> float:
@@ -83,15 +119,24 @@ def cleanlab_inputs(dataset: dict, predictions: dict[int, dict]) -> tuple[list, 
 
 
 def find_label_issues(
-    dataset: dict, predictions: dict[int, dict], *, split: str, confidence: float = 0.95
+    dataset: dict,
+    predictions: dict[int, dict],
+    *,
+    split: str,
+    confidence: float = 0.95,
+    thresholds: dict[str, float] | None = None,
 ) -> list[dict]:
-    """Every candidate of ``dataset`` (module docstring), lowest score first: ``{"split",
+    """The candidates of ``dataset`` (module docstring), lowest score first: ``{"split",
     "image", "image_id", "kind", "score", "box" (xywh px), "class"}`` (+ ``suggested`` for a
     swap). ``confidence``: the score from which a detection counts as confident for
-    overlooked and swapped boxes (cleanlab's ``high_probability_threshold``, default 0.95)."""
+    overlooked and swapped boxes (cleanlab's ``high_probability_threshold``, default 0.95).
+    ``thresholds``: class name → bar (:func:`issue_thresholds`, measured here when None); a
+    box is a candidate when its score is at or below its class's bar × its kind's factor."""
     labels, preds, ignored = cleanlab_inputs(dataset, predictions)
     if not labels:
         return []
+    if thresholds is None:
+        thresholds = issue_thresholds(dataset, predictions)
     overlooked = compute_overlooked_box_scores(
         labels=labels, predictions=preds, high_probability_threshold=confidence
     )
@@ -105,6 +150,7 @@ def find_label_issues(
         base = {"split": split, "image": image["file_name"], "image_id": image["id"]}
         records += _label_candidates(base, labels[i], preds[i], swapped[i], badloc[i], names)
         records += _overlooked_candidates(base, preds[i], overlooked[i], ignored[i], names)
+    records = [r for r in records if r["score"] <= thresholds[r["class"]] * FACTORS[r["kind"]]]
     return sorted(records, key=lambda r: (r["score"], r["split"], r["image_id"]))
 
 

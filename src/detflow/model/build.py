@@ -25,6 +25,7 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, WeightsEnum
+from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
 
 from detflow.core.errors import ConfigError, first_line, require_choice, require_positive
 from detflow.model import mobilenet, ssdlite
@@ -123,6 +124,71 @@ def build_model(
         model, score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections
     )
     return model
+
+
+def build_skeleton(
+    *,
+    name: str,
+    num_classes: int,
+    trainable_backbone_layers: int = 3,
+    min_size: int | str = DEFAULT_INPUT_SIZE,
+    max_size: int | str = DEFAULT_INPUT_SIZE,
+    test_proposals: int = 1000,
+    score_threshold: float = 0.05,
+    nms_iou: float = 0.5,
+    max_detections: int = 100,
+    anchor_sizes=None,
+    anchor_aspect_ratios=None,
+    rois_per_image=None,
+) -> nn.Module:
+    """The structure of :func:`build_model`'s detector without its weights: every module on
+    the meta device (no memory, nothing initialised or read), the anchor generators on the
+    CPU. What the training plan measures a candidate by (input resize, feature-map strides,
+    anchors, assignment, budgets: :mod:`detflow.train.data_check`) at a fraction of a real
+    build's cost; it cannot run on images. Arguments as :func:`build_model`'s."""
+    require_choice("model.name", name, available_models())
+    require_positive("num_classes", num_classes)
+    min_size, max_size = input_sizes(name, min_size=min_size, max_size=max_size)
+    if name.startswith("ssd"):
+        _check_square_size(name, min_size=min_size, max_size=max_size)
+    adapted = _adapted(
+        name,
+        anchor_sizes=anchor_sizes,
+        anchor_aspect_ratios=anchor_aspect_ratios,
+        rois_per_image=rois_per_image,
+    )
+    with torch.device("meta"):
+        model = _architecture(
+            name,
+            num_classes=num_classes + 1,
+            weights=None,
+            backbone_weights=None,
+            trainable_layers=trainable_backbone_layers,
+            sizes={"min_size": min_size, "max_size": max_size},
+            proposals=test_proposals,
+            adapted=adapted,
+        )
+    _anchor_generators_on_cpu(model)
+    set_postprocess(
+        model, score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections
+    )
+    return model
+
+
+def _anchor_generators_on_cpu(model: nn.Module) -> None:
+    """Rebuild a skeleton's anchor generator outside the meta device (its cell anchors are
+    tensors it moves to the feature maps' device, which a meta tensor cannot)."""
+    owner = getattr(model, "rpn", model)
+    generator = owner.anchor_generator
+    if isinstance(generator, AnchorGenerator):
+        owner.anchor_generator = AnchorGenerator(generator.sizes, generator.aspect_ratios)
+    elif isinstance(generator, DefaultBoxGenerator):
+        owner.anchor_generator = DefaultBoxGenerator(
+            generator.aspect_ratios,
+            scales=generator.scales,
+            steps=generator.steps,
+            clip=generator.clip,
+        )
 
 
 def input_sizes(name: str, *, min_size, max_size) -> tuple[int, int]:

@@ -19,15 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms, box_iou, nms
+from torchvision.ops import batched_nms, nms
 
-from detflow.core.errors import require_choice
-from detflow.model.postprocess_config import (
-    CANDIDATES,
-    DEFAULT_MAX_DETECTIONS,
-    SOFT_NMS_METHODS,
-    PostprocessOptions,
-)
+from detflow.core.nms import separate_classes, soft_nms
+from detflow.model.postprocess_config import CANDIDATES, DEFAULT_MAX_DETECTIONS, PostprocessOptions
 
 
 def model_kwargs(postprocess: PostprocessOptions) -> dict:
@@ -70,60 +65,25 @@ def apply_postprocess(boxes, scores, labels, *, config: PostprocessOptions) -> d
     elif config.soft_nms == "none":
         keep = nms(boxes, scores, config.nms_iou)
     else:
-        keep, scores = soft_nms(
-            _separate_classes(boxes, labels) if class_aware else boxes,
-            scores,
-            method=config.soft_nms,
-            sigma=float(config.soft_nms_sigma),
-            iou_threshold=float(config.nms_iou),
-            score_threshold=float(config.score_threshold),
-            max_detections=int(config.max_detections),
-        )
+        keep, scores = _soft_nms(boxes, scores, labels if class_aware else None, config)
     keep = keep[: int(config.max_detections)]
     out = {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
     return {k: v.numpy() for k, v in out.items()} if as_numpy else out
 
 
-def soft_nms(
-    boxes: torch.Tensor,
-    scores: torch.Tensor,
-    *,
-    method: str,
-    sigma: float,
-    iou_threshold: float,
-    score_threshold: float,
-    max_detections: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft-NMS (Bodla et al., 2017) over ``[N, 4]`` ``xyxy`` boxes, class-agnostic.
-
-    Repeatedly keeps the best-scoring remaining box and decays the others' scores by its
-    IoU with them: ``gaussian`` × exp(-IoU²/sigma); ``linear`` × (1 - IoU) where
-    IoU > ``iou_threshold``. Stops at ``max_detections`` kept or when the best remaining
-    score is below ``score_threshold``. Returns (kept indices, best first; ``[N]`` decayed
-    scores, indexable by them).
-    """
-    require_choice("soft_nms method", method, SOFT_NMS_METHODS[1:])
-    iou = box_iou(boxes, boxes)
-    scores, alive, keep = scores.clone(), torch.ones(len(scores), dtype=torch.bool), []
-    for _ in range(min(len(scores), max_detections)):
-        best = int(torch.where(alive, scores, -1.0).argmax())
-        if scores[best] < score_threshold:
-            break
-        keep.append(best)
-        alive[best] = False
-        overlap = iou[best]
-        if method == "gaussian":
-            decay = torch.exp(-(overlap**2) / sigma)
-        else:
-            decay = torch.where(overlap > iou_threshold, 1.0 - overlap, 1.0)
-        scores = torch.where(alive, scores * decay, scores)
-    return torch.tensor(keep, dtype=torch.int64), scores
-
-
-def _separate_classes(boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Shift each class's boxes apart so boxes of different classes never overlap (the
-    coordinate trick of torchvision's ``batched_nms``)."""
-    if boxes.numel() == 0:
-        return boxes
-    offset = labels.to(boxes.dtype) * (boxes.max() + 1)
-    return boxes + offset[:, None]
+def _soft_nms(boxes, scores, labels, config: PostprocessOptions):
+    """:func:`detflow.core.nms.soft_nms` (NumPy: the one soft-NMS, shared with the ONNX
+    runtime) on torch tensors; ``labels`` None = class-agnostic."""
+    numpy_boxes = boxes.detach().cpu().numpy()
+    if labels is not None:
+        numpy_boxes = separate_classes(numpy_boxes, labels.detach().cpu().numpy())
+    keep, decayed = soft_nms(
+        numpy_boxes,
+        scores.detach().cpu().numpy(),
+        method=config.soft_nms,
+        sigma=float(config.soft_nms_sigma),
+        iou_threshold=float(config.nms_iou),
+        score_threshold=float(config.score_threshold),
+        max_detections=int(config.max_detections),
+    )
+    return torch.from_numpy(keep).to(boxes.device), torch.from_numpy(decayed).to(scores.device)

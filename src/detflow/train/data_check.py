@@ -168,12 +168,13 @@ def input_size(model: nn.Module) -> dict:
     }
 
 
-def budgets(model: nn.Module, report: dict, *, test_report: dict | None = None) -> dict:
-    """The model's per-image budgets against the densest images: RoIs sampled per image
+def budgets(model: nn.Module, report: dict, *, val_report: dict | None = None) -> dict:
+    """The model's per-image budgets against the densest images (of the train report and of
+    ``val_report`` when given; the test split is never read): RoIs sampled per image
     (two-stage models; a ``positive_fraction`` share of them may be positives) and detections
     kept per image, with a ``warnings`` list (empty when every budget fits)."""
     p95 = report["boxes_per_image"]["p95"]
-    densest = max(report["boxes_per_image"]["max"], (test_report or {}).get("max_boxes", 0))
+    densest = max(report["boxes_per_image"]["max"], (val_report or {}).get("max_boxes", 0))
     heads = getattr(model, "roi_heads", model)
     out: dict = {"densest_boxes": int(densest), "boxes_per_image_p95": p95, "warnings": []}
     sampler = getattr(heads, "fg_bg_sampler", None)
@@ -198,22 +199,23 @@ def budgets(model: nn.Module, report: dict, *, test_report: dict | None = None) 
     return out
 
 
-def check_data(model: nn.Module, dataset: dict, *, test_dataset: dict | None = None) -> dict:
+def check_data(model: nn.Module, dataset: dict, *, val_dataset: dict | None = None) -> dict:
     """The data report of ``dataset`` (a canonical dataset, the train split) at ``model``'s
-    input size, the model's best possible recall on it and its budgets against the densest
-    images (of ``dataset`` and of ``test_dataset`` when given): a JSON-ready dict."""
+    input size (a model or its :func:`~detflow.model.build.build_skeleton`), the model's best
+    possible recall on it and its budgets against the densest images (of ``dataset`` and of
+    ``val_dataset`` when given): a JSON-ready dict."""
     size = input_size(model)
     report = data_report(dataset, **size)
     images = input_boxes(dataset, **size)
-    test = None
-    if test_dataset is not None:
-        counts = Counter(a["image_id"] for a in test_dataset["annotations"])
-        test = {"images": len(test_dataset["images"]), "max_boxes": max(counts.values(), default=0)}
+    val = None
+    if val_dataset is not None:
+        counts = Counter(a["image_id"] for a in val_dataset["annotations"])
+        val = {"images": len(val_dataset["images"]), "max_boxes": max(counts.values(), default=0)}
     return {
         "data": report,
-        "test": test,
+        "val": val,
         "best_possible_recall": best_possible_recall(model, images),
-        "budgets": budgets(model, report, test_report=test),
+        "budgets": budgets(model, report, val_report=val),
     }
 
 

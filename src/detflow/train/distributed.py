@@ -37,10 +37,16 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def world_size() -> int:
+    """Processes of a ``torchrun`` job, 1 for a plain process (read from the environment,
+    so it works before the process group exists)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init(device: torch.device) -> World:
     """Join the ``torchrun`` process group (if launched by it); return this process's place.
     On CUDA each process takes the GPU of its ``LOCAL_RANK``."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size = world_size()
     if size == 1:
         return World()
     world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))

@@ -64,7 +64,7 @@ def stall_warning(history: list[dict], *, check: dict, lr: float) -> str:
             f"best possible recall {recall:.2f}: the anchors can match only {recall:.0%} of the "
             "train boxes at IoU 0.5; set model.anchor_sizes and model.anchor_aspect_ratios to "
             "auto (fitted to the boxes) or to values near the box sizes in "
-            "reports/train/data_check.json"
+            "reports/train/plan.json"
         )
     if small > MOSTLY_SMALL:
         causes.append(

@@ -65,13 +65,16 @@ class SourceImage:
 
 @dataclass
 class SourceScan:
-    """A reader's result: class names (in id order), kept images and dropped items."""
+    """A reader's result: class names (in id order), kept images and dropped items.
+    ``class_names_from``: the file or key that named the classes (e.g. ``data.yaml``,
+    ``classes.txt``), where the reader records it."""
 
     class_names: list[str]
     images: list[SourceImage] = field(default_factory=list)
     dropped: list[dict] = field(default_factory=list)  # {"path", "item", "reason", "detail"}
     changed: list[dict] = field(default_factory=list)  # {"path", "kind", "detail"}
     resources: list = field(default_factory=list, repr=False)  # e.g. temporary folders
+    class_names_from: str | None = None
 
     def close(self) -> None:
         """Release scratch resources (extracted archives, decoded frames) the images use."""

@@ -2,13 +2,15 @@
 
 Coordinates are YOLO ``cxcywh_norm``; the reader returns ``xyxy`` pixels. Accepts a flat ``images/``
 + ``labels/`` layout or ``{train,valid,val,test}/images`` sub-folders; class names come from the
-dataset's ``data.yaml`` (a list, or a mapping id → name) or the argument: names all listed in
-data.yaml select those classes (the others are left out on purpose, ``class_not_selected``), other
-names name the ids 0, 1, … Segmentation rows (``class x1 y1 … xn yn``, three or more points) become
-the box of the polygon's extent (change ``polygon_to_box``). Label text may be UTF-8 with or without
-a byte-order mark or UTF-16, with any line ends and runs of blanks. An empty label file is a
-negative; an image without one is incomplete (``no_label``), and two images sharing one label file
-are both dropped (``ambiguous_label``).
+dataset's ``data.yaml`` (a list, or a mapping id → name) or, without one, a labelling tool's
+``classes.txt`` or a darknet ``*.names`` file (one name per line), or the argument: names all listed
+in that file select those classes (the others are left out on purpose, ``class_not_selected``),
+other names name the ids 0, 1, …; ``SourceScan.class_names_from`` says which named them.
+Segmentation rows (``class x1 y1 … xn yn``, three or more points) become the box of the polygon's
+extent (change ``polygon_to_box``). Label text may be UTF-8 with or without a byte-order mark or
+UTF-16, with any line ends and runs of blanks. An empty label file is a negative; an image without
+one is incomplete (``no_label``), and two images sharing one label file are both dropped
+(``ambiguous_label``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from detflow.core.boxes import yolo_to_xyxy
-from detflow.core.errors import ConfigError, DataError
+from detflow.core.errors import ConfigError, DataError, DetflowError
 from detflow.core.images import DEFAULT_MAX_PIXELS
 from detflow.data.formats.base import SourceBox, SourceScan
 from detflow.data.formats.common import (
@@ -40,8 +42,8 @@ def read_yolo(
 ) -> SourceScan:
     """Scan a YOLO dataset folder. Malformed lines and unreadable images are dropped, listed."""
     root = require_dir(root, what="YOLO dataset")
-    ids, kept = _class_names(root, names)
-    scan = SourceScan(class_names=kept)
+    ids, kept, named_by = _class_names(root, names)
+    scan = SourceScan(class_names=kept, class_names_from=named_by)
     pattern = compile_group(group_regex)
     images_of: dict[Path, list[Path]] = {}
     for path in image_files(root):
@@ -71,40 +73,76 @@ def read_yolo(
             incomplete=missing,
         )
     for label in sorted(root.rglob("*.txt")):
+        if label.relative_to(root).as_posix() == named_by:
+            continue  # labels/classes.txt named the classes
         if "labels" in label.relative_to(root).parts and label not in images_of:
             scan.drop(label.relative_to(root).as_posix(), "label", "orphan_label", "no image")
     return scan
 
 
-def _class_names(root: Path, names) -> tuple[dict[int, str], list[str]]:
-    """(class id → name, the class list to keep, in order). Without ``names``: data.yaml's
-    ``names`` (a list or a mapping), all kept. With ``names`` all found in data.yaml's: a
-    selection (ids keep data.yaml's names; the other classes are left out on purpose, as
-    ``class_not_selected``). Otherwise ``names`` names the ids 0, 1, … in order."""
+def _class_names(root: Path, names) -> tuple[dict[int, str], list[str], str]:
+    """(class id → name, the class list to keep, in order, the file or key that named them).
+    Without ``names``: the names file's (:func:`_listed_names`), all kept. With ``names`` all
+    found in the names file's: a selection (ids keep the file's names; the other classes are
+    left out on purpose, as ``class_not_selected``). Otherwise ``names`` names the ids 0, 1, …
+    in order."""
     if names:
         names = [str(n) for n in names]
         positional = _unique(dict(enumerate(names)), "data.names")
-        if not (root / "data.yaml").exists():
-            return positional, names
         try:
-            listed = _yaml_names(root)
-        except DataError:
-            return positional, names  # data.names is given: an unreadable data.yaml is unused
+            listed, named_by = _listed_names(root)
+        except DetflowError:
+            return positional, names, "data.names"  # given: an unreadable names file is unused
         if set(names) <= set(listed.values()):
-            return listed, names
-        return positional, names
-    ids = _yaml_names(root)
-    return ids, list(ids.values())
+            return listed, names, f"data.names (selected from {named_by})"
+        return positional, names, "data.names"
+    ids, named_by = _listed_names(root)
+    return ids, list(ids.values()), named_by
+
+
+def _listed_names(root: Path) -> tuple[dict[int, str], str]:
+    """(class id → name, the file that named them, relative to ``root``): ``data.yaml`` or,
+    without one, a labelling tool's ``classes.txt`` (in the root or ``labels/``) or a darknet
+    ``*.names`` file in the root: one name per line, the line number (from 0) its id."""
+    if (root / "data.yaml").exists():
+        return _yaml_names(root), "data.yaml"
+    files = [root / "classes.txt", *sorted(root.glob("*.names")), root / "labels" / "classes.txt"]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        raise ConfigError(
+            f"data.names is empty and {root} has no data.yaml, classes.txt or *.names; "
+            "list the class names in data.names"
+        )
+    listed = {f.relative_to(root).as_posix(): _lines_names(f) for f in files}
+    first = next(iter(listed))
+    differ = [name for name, ids in listed.items() if ids != listed[first]]
+    if differ:
+        raise DataError(
+            f"{root}: {first} and {differ[0]} list different class names; "
+            "delete the stale one or set data.names"
+        )
+    return listed[first], first
+
+
+def _lines_names(path: Path) -> dict[int, str]:
+    """Class id → name from a ``classes.txt`` / ``*.names`` file (one name per line)."""
+    try:
+        lines = [line.strip() for line in read_text(path).splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc}); fix it or set data.names") from exc
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines or not all(lines):
+        raise DataError(
+            f"{path}: {'no class names' if not lines else 'a blank line among the names'}; "
+            "write one class name per line (line 1 = class id 0) or set data.names"
+        )
+    return _unique(dict(enumerate(lines)), str(path))
 
 
 def _yaml_names(root: Path) -> dict[int, str]:
     """Class id → name from data.yaml's ``names`` (a list, or a mapping id → name)."""
     data_yaml = root / "data.yaml"
-    if not data_yaml.exists():
-        raise ConfigError(
-            f"data.names is empty and {data_yaml} does not exist; "
-            "list the class names in data.names"
-        )
     try:
         meta = yaml.safe_load(read_text(data_yaml)) or {}
     except (OSError, UnicodeDecodeError) as exc:

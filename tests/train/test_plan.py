@@ -1,0 +1,273 @@
+"""The training plan (detflow.train.plan): every auto decided before anything is built, one
+record of it, and a model built once per training process."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import detflow.model.build as build
+from detflow.core.errors import ConfigError
+from detflow.data import manifest
+from detflow.data.torch_dataset import DetectionDataset, batches_per_epoch, train_loader
+from detflow.model.build import build_model, build_skeleton
+from detflow.model.checkpoint_file import read_checkpoint
+from detflow.model.postprocess_config import PostprocessOptions
+from detflow.train.data_check import AnchorGrid, input_size
+from detflow.train.options import TrainOptions
+from detflow.train.plan import cut_training_tiles, plan_training
+
+from conftest import REPO, run
+from train_helpers import TINY_MODEL, plan_and_train, tiny_split
+
+AUTO_POSTPROCESS = PostprocessOptions(score_threshold=0.05, nms_iou=0.5, max_detections="auto")
+AUTO_MODEL = {
+    **TINY_MODEL,
+    "name": "auto",
+    **{k: "auto" for k in ("anchor_sizes", "anchor_aspect_ratios", "rois_per_image")},
+}
+OPTIONS = TrainOptions(epochs="auto", batch_size=2, warmup_steps="auto", threads=1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return tiny_split(tmp_path_factory.mktemp("plan"))
+
+
+def _plan(data, model=AUTO_MODEL, options=OPTIONS):
+    return plan_training(
+        model_config=model,
+        postprocess=AUTO_POSTPROCESS,
+        options=options,
+        train_dataset=manifest.load_dataset(data / "augmented" / "train.json"),
+        val_dataset=manifest.load_dataset(data / "split" / "val.json"),
+    )
+
+
+def test_the_plan_resolves_every_auto_with_a_reason_and_is_frozen(data):
+    plan = _plan(data)
+    assert list(plan.choices) == [
+        "model.name",
+        "postprocess.max_detections",
+        "train.epochs",
+        "train.warmup_steps",
+    ]
+    assert all(choice["reason"] for choice in plan.choices.values())
+    assert plan.model["name"] == "fcos_mobilenet_v2" and plan.options.epochs == 40
+    assert plan.options.warmup_steps == 3  # 6 train images, batch 2: 3 steps an epoch
+    assert "auto" not in plan.model.values() and plan.postprocess.max_detections == 100
+    json.dumps(plan.to_dict())  # JSON-ready: no tensor, module or optimizer state in it
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.model = {}
+    with pytest.raises(TypeError):
+        plan.choices["model.name"] = {}
+    assert plan.metrics()["auto"] == {
+        "name": "fcos_mobilenet_v2",
+        "max_detections": 100,
+        "epochs": 40,
+        "warmup_steps": 3,
+    }
+    lines = plan.lines()
+    assert lines[0].startswith("data check: 6 train images")
+    assert lines[1].startswith("auto: model.name=fcos_mobilenet_v2 (best possible recall")
+
+
+def test_budgets_read_val_never_test(data, tmp_path):
+    """The densest val image sizes ``max_detections``; no test split is an input at all."""
+    val = manifest.load_dataset(data / "split" / "val.json")
+    image = val["images"][0]["id"]
+    for _ in range(130):
+        manifest.add_box(val, image_id=image, category_id=1, xywh=[1, 1, 20, 20])
+    plan = plan_training(
+        model_config=AUTO_MODEL,
+        postprocess=AUTO_POSTPROCESS,
+        options=OPTIONS,
+        train_dataset=manifest.load_dataset(data / "augmented" / "train.json"),
+        val_dataset=val,
+    )
+    choice = plan.choices["postprocess.max_detections"]
+    assert choice["value"] > 130 and "train or val image" in choice["reason"]
+
+
+def test_build_model_runs_once_per_training_process(data, tmp_path, monkeypatch):
+    """``model.name: auto`` compares two candidates; neither is built: one model is, after
+    the plan. Every module's reference to ``build_model`` is counted."""
+    calls = []
+
+    def counted(**kwargs):
+        calls.append(kwargs["name"])
+        return build_model(**kwargs)
+
+    for module in list(sys.modules.values()):
+        if (
+            module
+            and module.__name__.startswith("detflow")
+            and (getattr(module, "build_model", None) is build_model)
+        ):
+            monkeypatch.setattr(module, "build_model", counted)
+    seen = []
+    plan_and_train(
+        model_config=AUTO_MODEL,
+        postprocess=AUTO_POSTPROCESS,
+        train_json=data / "augmented" / "train.json",
+        val_json=data / "split" / "val.json",
+        out_dir=tmp_path,
+        options=dataclasses.replace(OPTIONS, epochs=1),
+        on_plan=lambda plan: seen.append(list(calls)),
+    )
+    assert seen == [[]]  # nothing built while planning
+    assert calls == ["fcos_mobilenet_v2"]
+    state = read_checkpoint(tmp_path / "last.pt")
+    assert state["plan"]["choices"]["model.name"]["value"] == "fcos_mobilenet_v2"
+    assert state["train_options"]["epochs"] == 1 and state["plan"]["train"]["epochs"] == 1
+
+
+@pytest.mark.parametrize("name", ["fcos_mobilenet_v2", "fasterrcnn_mobilenet_v2"])
+def test_a_skeleton_has_the_models_geometry_and_no_weights(name):
+    skeleton = build_skeleton(name=name, num_classes=3, min_size=352, max_size=480)
+    model = build_model(name=name, num_classes=3, min_size=352, max_size=480)
+    assert all(p.device.type == "meta" for p in skeleton.parameters())
+    assert input_size(skeleton) == input_size(model)
+    for size in ((352, 480), (200, 333)):
+        ours, theirs = AnchorGrid(skeleton).anchors(size), AnchorGrid(model).anchors(size)
+        assert torch.equal(ours[0], theirs[0]) and ours[1] == theirs[1]
+    with pytest.raises(build.ConfigError, match="model.name='yolo9'"):
+        build_skeleton(name="yolo9", num_classes=1)
+
+
+@pytest.mark.parametrize(("grouping", "world"), [(False, 1), (True, 1), (False, 3), (True, 2)])
+def test_batches_per_epoch_counts_what_the_loader_yields(data, grouping, world):
+    dataset = DetectionDataset(data / "augmented" / "train.json")
+    dataset.images[1] = {**dataset.images[1], "width": 10, "height": 50}  # one tall image
+    counted = batches_per_epoch(
+        dataset.images, batch_size=4, aspect_ratio_grouping=grouping, world_size=world
+    )
+    for rank in range(world):
+        loader = train_loader(
+            dataset,
+            batch_size=4,
+            seed=0,
+            aspect_ratio_grouping=grouping,
+            rank=rank,
+            world_size=world,
+        )
+        assert counted == len(loader)
+
+
+def test_detflow_plan_prints_every_choice_and_its_reason(data, tmp_path):
+    result = run(
+        [
+            "detflow",
+            "plan",
+            "--params",
+            str(REPO / "params.yaml"),
+            "--train",
+            str(data / "augmented" / "train.json"),
+            "--val",
+            str(data / "split" / "val.json"),
+        ],
+        cwd=tmp_path,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("data check: 6 train images")
+    chosen = [line.split("=")[0] for line in lines[1:]]
+    assert chosen == [
+        "auto: model.tiles",
+        "auto: model.name",
+        "auto: model.min_size",
+        "auto: postprocess.max_detections",
+        "auto: train.epochs",
+        "auto: train.warmup_steps",
+    ]
+    assert all(line.endswith(")") and " (" in line for line in lines[1:])
+    missing = run(["detflow", "plan", "--params", str(REPO / "params.yaml")], cwd=tmp_path,
+                  check=False)  # fmt: skip
+    assert missing.returncode == 2
+    assert "data/augmented/train.json: no such split file; run `dvc repro augment`" in (
+        missing.stderr
+    )
+
+
+def _large_images(root, *, images=3, boxes=(20, 40), side=(8, 24), seed=0):
+    """Generated large images (1200-1800 px) with small boxes drawn on them: a canonical
+    dataset JSON under ``root``."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    dataset = manifest.new_dataset(class_names=["dot"])
+    (root / "images").mkdir(parents=True)
+    for i in range(images):
+        width, height = (int(v) for v in rng.integers(1200, 1800, 2))
+        image = Image.new("RGB", (width, height), (40, 40, 40))
+        draw = ImageDraw.Draw(image)
+        image_id = manifest.add_image(
+            dataset, file_name=f"{i}.png", width=width, height=height, source="s", group=str(i)
+        )
+        for _ in range(int(rng.integers(*boxes))):
+            s = float(rng.uniform(*side))
+            x, y = rng.uniform(0, width - s), rng.uniform(0, height - s)
+            draw.ellipse([x, y, x + s, y + s], fill=(230, 230, 230))
+            manifest.add_box(dataset, image_id=image_id, category_id=1, xywh=[x, y, s, s])
+        image.save(root / "images" / f"{i}.png")
+    manifest.save_dataset(dataset, root / "train.json", image_dir=root / "images")
+    return root / "train.json"
+
+
+def test_auto_tiles_small_objects_in_large_images_and_the_stage_cuts_what_was_planned(tmp_path):
+    train_json = _large_images(tmp_path / "large")
+    dataset = manifest.load_dataset(train_json)
+    model = {**AUTO_MODEL, "min_size": "auto", "max_size": "auto", "tiles": "auto"}
+    plan = _plan_on(dataset, model)
+    tiles = plan.choices["model.tiles"]
+    assert tiles["value"] == {"size": 416, "overlap": 24} and "640 px" in tiles["reason"]
+    assert plan.model["min_size"] == plan.model["max_size"] == 416 and "tiles" not in plan.model
+    counts = plan.tiles["counts"]
+    assert counts["images_in"] == 3 and counts["boxes_never_whole"] == 0
+    assert plan.check["data"]["images"] == counts["tiles_out"]  # the plan measures the tiles
+    assert plan.metrics()["auto"]["tiles"] == "size 416 overlap 24"
+    trained = cut_training_tiles(
+        plan, train_json=train_json, out_dir=tmp_path / "t", max_pixels=10**8
+    )
+    assert trained == tmp_path / "t" / "train.json"
+    cut = manifest.load_dataset(trained)
+    assert len(cut["images"]) == counts["tiles_out"]
+    assert all((tmp_path / "t" / "images" / im["file_name"]).is_file() for im in cut["images"])
+    assert json.loads((tmp_path / "t" / "tiles.json").read_text())["counts"] == counts
+
+
+def test_tiles_off_set_and_wrong(tmp_path, data):
+    large = manifest.load_dataset(_large_images(tmp_path / "large", images=1))
+    model = {**AUTO_MODEL, "min_size": "auto", "max_size": "auto"}
+    off = _plan_on(large, {**model, "tiles": "off"})
+    assert off.tiles is None and off.choices["model.tiles"]["value"] == "off"
+    assert cut_training_tiles(off, train_json=tmp_path / "x.json", out_dir=tmp_path / "o",
+                              max_pixels=10**8) == tmp_path / "x.json"  # fmt: skip
+    assert json.loads((tmp_path / "o" / "tiles.json").read_text()) == {"tiles": None}
+    fixed = _plan_on(large, {**model, "tiles": {"size": 320, "overlap": 32}})
+    assert fixed.tiles["size"] == 320 and fixed.model["min_size"] == 320
+    small_images = manifest.load_dataset(data / "augmented" / "train.json")
+    auto = _plan_on(small_images, {**model, "tiles": "auto"})  # 64-px images: nothing to tile
+    assert auto.tiles is None and "whole images" in auto.choices["model.tiles"]["reason"]
+    for wrong, match in (("always", "model.tiles='always' is not allowed"),
+                         ({"size": 320}, "set exactly size and overlap")):  # fmt: skip
+        with pytest.raises(ConfigError, match=match):
+            _plan_on(large, {**model, "tiles": wrong})
+    with pytest.raises(ConfigError, match="model.tiles: training on tiles runs in one process"):
+        plan_training(
+            model_config={**model, "tiles": "auto"},
+            postprocess=AUTO_POSTPROCESS,
+            options=OPTIONS,
+            train_dataset=large,
+            world_size=2,
+        )
+
+
+def _plan_on(dataset, model):
+    return plan_training(
+        model_config=model, postprocess=AUTO_POSTPROCESS, options=OPTIONS, train_dataset=dataset
+    )
