@@ -1,12 +1,12 @@
 """Reference distributions for drift monitoring, and the population stability index.
 
-The optimize stage runs the deployed model over the test split and stores, next to the model
-card, ``reference.json``: for each signal — input ``width``, ``height`` and ``brightness``
-(mean of the grey image, 0..255), ``detections`` per image and ``score`` of each detection —
-bins closed on both sides with the share of the reference in each (:func:`bin_edges`), and
-the ``classes`` mix (share of detections per class). ``detflow serve`` measures the same over a
-sliding window and compares with :func:`psi` (population stability index:
-< 0.1 stable, 0.1–0.25 moderate, > 0.25 a real shift). NumPy only.
+The optimize stage runs the deployed model over the train and val images and stores, next
+to the model card, ``reference.json``: for each signal — input ``width``, ``height`` and
+``brightness`` (mean of the grey image, 0..255), ``detections`` per image and ``score`` of
+each detection — bins closed on both sides with the share of the reference in each
+(:func:`bin_edges`), and the ``classes`` mix (share of detections per class). ``detflow
+serve`` measures the same over a sliding window and compares with :func:`psi` (population
+stability index: < 0.1 stable, 0.1–0.25 moderate, > 0.25 a real shift). NumPy only.
 """
 
 from __future__ import annotations
