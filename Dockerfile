@@ -8,12 +8,12 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
-# the base install + the serve and openvino extras, at the versions pinned in constraints.txt:
+# the base install + the serve extra (OpenVINO included), at the versions pinned in constraints.txt:
 # ONNX Runtime, OpenVINO (when optimize deployed an OpenVINO IR, model.xml), NumPy, Pillow,
 # FastAPI/uvicorn, prometheus-client; no torch, OpenCV, DVC or Hydra
 COPY constraints.txt pyproject.toml README.md ./
 COPY src ./src
-RUN pip install -c constraints.txt ".[serve,openvino]" && rm -rf /app/src \
+RUN pip install -c constraints.txt ".[serve]" && rm -rf /app/src \
     && useradd --create-home --uid 10001 detflow \
     && mkdir -p /models/deploy /logs && chown detflow /logs
 

@@ -49,6 +49,9 @@ def test_all_eight_stages_produce_their_outputs(tiny_repo):
     configured = yaml.safe_load((tiny_repo / "params.yaml").read_text())["optimize"]["variants"]
     assert list(statuses) == configured and "openvino_fp32" in configured
     assert set(statuses.values()) <= {"ok", "skipped", "rejected"}, benchmark
+    # the default deploy format, built by NNCF for real and measured (never skipped)
+    assert statuses["openvino_int8"] in ("ok", "rejected"), benchmark["openvino_int8"]
+    assert b"FakeQuantize" in (tiny_repo / "models/optimized/openvino_int8.xml").read_bytes()
     card = json.loads((tiny_repo / "models/deploy/model_card.json").read_text())
     assert statuses[card["variant"]] == "ok" and card["class_names"] == ["circle", "square"]
     assert len(card["source_commit"]) == 40

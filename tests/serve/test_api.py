@@ -155,6 +155,7 @@ def test_a_server_bug_answers_500_json_and_the_worker_lives(served_model, monkey
     from fastapi.testclient import TestClient
 
     from detflow.serve import app as serve_app
+    from detflow.serve import detect_request
     from detflow.serve.options import load_options
 
     model, folder = served_model
@@ -167,7 +168,7 @@ def test_a_server_bug_answers_500_json_and_the_worker_lives(served_model, monkey
             calls.append(args)
             raise RuntimeError("boom")
 
-        monkeypatch.setattr(serve_app, "detection_list", broken)
+        monkeypatch.setattr(detect_request, "detection_list", broken)
         response = client.post("/v1/detect", content=data, headers={"content-type": "image/png"})
         assert response.status_code == 500 and response.json()["error"] == "internal"
         monkeypatch.undo()
@@ -228,3 +229,42 @@ def test_two_sessions_serve_concurrent_requests_with_the_one_session_answers(ser
         assert response.json()["detections"] == expected[name]["detections"], name
     runs = _metrics(server)[("detflow_batch_size_count", ("model", "deploy"))]
     assert runs == len(names)  # max_batch 1: one run per image, over the two sessions
+
+
+def test_an_openvino_ir_is_served_over_http_like_predict_runs_it(served_model, serve, tmp_path):
+    """optimize's default deploy format, an OpenVINO IR (``model.xml`` + ``.bin``), served
+    from its folder by a real server (no torch imported), answers what `detflow predict`
+    finds with the same IR."""
+    from detflow.deploy.openvino_build import build_openvino
+
+    model, folder = served_model
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    build_openvino(model, deploy / "model.xml", precision="f32")
+    predict_source(model=deploy, source=folder, out_dir=tmp_path / "p", progress=False)
+    lines = (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()
+    expected = {json.loads(line)["source"].rsplit("/", 1)[-1]: json.loads(line) for line in lines}
+    server = serve(["--model", str(deploy)])
+    card = server.client.get("/v1/model").json()["models"]["deploy"]
+    assert card["path"].endswith("model.xml") and card["class_names"] == ["cat", "dog"]
+    total = 0
+    for name, record in sorted(expected.items()):
+        response = server.client.post(
+            "/v1/detect",
+            content=(folder / name).read_bytes(),
+            headers={"content-type": "image/png"},
+        )
+        assert response.status_code == 200, response.text
+        got, want = response.json()["detections"], record["detections"]
+        assert [d["class"] for d in got] == [d["class"] for d in want], name
+        for a, b in zip(got, want, strict=True):
+            assert abs(a["score"] - b["score"]) < 1e-4, name
+            assert max(abs(x - y) for x, y in zip(a["box"], b["box"], strict=True)) < 0.05, name
+        total += len(got)
+    assert total > 0  # the comparison is not vacuous
+    drawn = server.client.post(
+        "/v1/detect?annotated=true",
+        content=(folder / "img0.png").read_bytes(),
+        headers={"content-type": "image/png"},
+    )
+    assert drawn.status_code == 200 and drawn.headers["content-type"] == "image/png"

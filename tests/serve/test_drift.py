@@ -51,6 +51,60 @@ def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift():
     assert published["brightness"] > 1.0 and published["classes"] == pytest.approx(0, abs=1e-6)
 
 
+def _signals(width: float, height: float) -> dict:
+    return {
+        "width": width,
+        "height": height,
+        "brightness": 90.0,
+        "detections": 1.0,
+        "score": [0.5],
+        "labels": [1],
+    }
+
+
+def _window_psi(reference: dict, signals: list[dict]) -> dict:
+    published, size = {}, len(signals)
+    monitor = DriftMonitor(
+        "m",
+        reference,
+        ["a"],
+        window=size,
+        threshold=0.25,
+        min_images=size,
+        every=size,
+        publish=published.__setitem__,
+    )
+    for item in signals:
+        monitor.observe(item)
+    return published
+
+
+def test_larger_images_than_a_constant_size_move_psi_the_same_size_does_not():
+    """The bundled images are all 416 x 416: a reference bin open at the top held 640 x 640
+    too (PSI 0); closed bins put it in a bin the reference leaves empty."""
+    reference = build_reference([_signals(416.0, 416.0)] * 34, ["a"])
+    assert reference["signals"]["width"]["edges"] == pytest.approx([395.2, 436.8])
+    same = _window_psi(reference, [_signals(416.0, 416.0)] * 50)
+    assert same["width"] == pytest.approx(0, abs=1e-9) and same["height"] == same["width"]
+    larger = _window_psi(reference, [_signals(640.0, 480.0)] * 50)
+    assert larger["width"] > 0.2 and larger["height"] > 0.2 and larger["brightness"] == 0
+    a_few = _window_psi(reference, [_signals(640.0, 416.0)] * 5 + [_signals(416.0, 416.0)] * 45)
+    assert 0.2 < a_few["width"] < larger["width"] and a_few["height"] == 0  # 10 % larger
+
+
+def test_larger_images_than_a_varied_reference_move_psi():
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(300, 501, 200).astype(float)  # a test split of varied sizes
+    reference = build_reference([_signals(w, w) for w in sizes], ["a"])
+    edges = reference["signals"]["width"]["edges"]
+    assert edges[0] < sizes.min() and edges[-1] > sizes.max()  # closed on both sides
+    assert reference["signals"]["width"]["shares"][-1] == 0  # nothing of it above the top
+    like = _window_psi(reference, [_signals(w, w) for w in rng.integers(300, 501, 200)])
+    assert like["width"] < 0.25
+    larger = _window_psi(reference, [_signals(w, w) for w in rng.integers(900, 1200, 200)])
+    assert larger["width"] > 0.2 and larger["width"] > 10 * like["width"]
+
+
 def test_served_model_reports_drift_on_brightness(served_model, serve, tmp_path):
     model, folder = served_model
     deploy = tmp_path / "deploy"

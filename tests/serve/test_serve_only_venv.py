@@ -1,6 +1,8 @@
 """`detflow serve` from `pip install -c constraints.txt ".[serve]"` in a fresh venv (no
 ``--system-site-packages``): the install resolves without torch, OpenCV, DVC or Hydra, and
-the server answers a detect request from that venv.
+the server answers detect requests from that venv with both deploy formats optimize can
+pick: an OpenVINO IR (``model.xml``, the default ``openvino_int8``'s format) answers, an
+ONNX model runs as its shadow on the same requests.
 
 The venv is cached per hash of ``constraints.txt`` and ``pyproject.toml`` under
 ``$DETFLOW_CACHE`` (default ``~/.cache/detflow``): a first build takes about a minute (pip
@@ -10,6 +12,7 @@ about 6 s). A dependency change changes the hash, so the resolution is redone fr
 """
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -56,7 +59,15 @@ def pip_install(python: Path) -> None:
 
 @pytest.mark.slow
 def test_serve_extra_installs_no_torch_and_serves(served_model, tmp_path):
+    from detflow.deploy.openvino_build import build_openvino
+
     model, folder = served_model
+    build_openvino(model, tmp_path / "ir" / "model.xml", precision="f32")
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        f"serve:\n  models:\n    - {{name: ir, path: {tmp_path / 'ir'}}}\n"
+        f"    - {{name: onnx, path: {model}, shadow: true}}\n"
+    )
     python = str(serve_venv())
     probe = f"import importlib.util as u; print([m for m in {ABSENT} if u.find_spec(m)])"
     found = subprocess.run(
@@ -75,7 +86,7 @@ def test_serve_extra_installs_no_torch_and_serves(served_model, tmp_path):
     assert "'pipeline' extra" in torch_command.stderr and "Traceback" not in torch_command.stderr
     port = free_port()
     process = subprocess.Popen(
-        [python, "-m", "detflow.cli", "serve", "--model", str(model), "--port", str(port)]
+        [python, "-m", "detflow.cli", "serve", "--config", str(config), "--port", str(port)]
         + ["--request-log", str(tmp_path / "log.jsonl")],
         cwd=tmp_path,
         env=env,
@@ -98,9 +109,14 @@ def test_serve_extra_installs_no_torch_and_serves(served_model, tmp_path):
             timeout=60,
         )
         assert response.status_code == 200 and response.json()["detections"]
+        assert response.json()["model_name"] == "ir"  # answered by OpenVINO
+        card = httpx.get(f"{url}/v1/model").json()["models"]
+        assert card["ir"]["path"].endswith("model.xml") and card["onnx"]["shadow"]
         assert "detflow_requests_total" in httpx.get(f"{url}/metrics").text
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
     # uvicorn shuts down gracefully, then re-raises SIGTERM: -15 is the normal end
     assert process.returncode in (0, -15) and "Traceback" not in output, output[-2000:]
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert {(r["model"], r["shadow"]) for r in log} == {("ir", False), ("onnx", True)}

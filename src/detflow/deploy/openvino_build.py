@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import signal
 import tempfile
@@ -78,6 +79,7 @@ def build_openvino(
             raise ConfigError("optimize.calibration_images must be > 0 and the val split non-empty")
         import nncf
 
+        nncf.set_log_level(logging.WARNING)  # not its ~300 INFO lines per model (dvc repro)
         names = [*float_nodes, *(f"{name}/WithoutBiases" for name in float_nodes)]
         ignored = nncf.IgnoredScope(names=names, validate=False)  # folded nodes: nothing to keep
         model = nncf.quantize(

@@ -19,9 +19,23 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnxruntime.quantization import qdq_loss_debug
 
 SQNR_CAP_DB = 100.0  # identical tensors (no noise): reported as this
+ORT_ERRORS_ONLY = 3  # ORT's log severity: 0 verbose, 1 info, 2 warning, 3 error
+
+
+def quiet_session_options() -> ort.SessionOptions:
+    """Options for ORT sessions on the temporary graphs of the measurement: no graph
+    optimization (the tensors as the models compute them, qdq_loss_debug's default) and errors
+    only in the log. The QDQ graph keeps the bounds of the Clips its quantizer folded away;
+    ORT warned once per unused bound ("Removing initializer ...", 70 lines per optimize run of
+    FCOS), about a temporary file nobody can act on."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = ORT_ERRORS_ONLY
+    return options
 
 
 def sqnr_db(reference: np.ndarray, other: np.ndarray) -> float:
@@ -50,7 +64,11 @@ def node_sqnr(
                 str(path), str(augmented), op_types_for_saving=list(op_types)
             )
             reader.set_range(0, len(reader))
-            activations.append(qdq_loss_debug.collect_activations(str(augmented), reader))
+            activations.append(
+                qdq_loss_debug.collect_activations(
+                    str(augmented), reader, session_options=quiet_session_options()
+                )
+            )
     matching = qdq_loss_debug.create_activation_matching(activations[1], activations[0])
     out = {}
     for tensor, pair in matching.items():

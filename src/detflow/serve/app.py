@@ -7,48 +7,35 @@ or as a multipart upload (field ``image`` or ``file``) and answers the detection
 ``class_id``, ``score``; highest score first), with the model id and latencies;
 ``?annotated=true`` answers the image with the boxes drawn (PNG). Bad input gets a 4xx JSON
 ``{"error": kind, "detail": "..."}``; nothing a client sends ends a worker.
+
+This module holds the routes and the :class:`Server` behind them; the handling of a detect
+request is :mod:`detflow.serve.detect_request` (reading and decoding the upload:
+:mod:`detflow.serve.upload`), which keeps the event loop free of decoding, drift, logging
+and PNG encoding.
 """
 
 from __future__ import annotations
 
-import asyncio
-import io
 import logging
-import time
-import uuid
 from contextlib import asynccontextmanager
 
-import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from detflow.core.draw import draw_boxes
-from detflow.core.errors import DataError
-from detflow.core.images import PixelLimitError, decode_rgb
 from detflow.deploy.reference import image_signals
-from detflow.deploy.runtime import detection_list
-from detflow.serve.batching import BatchWorker, LoadedModel, QueueFull, load_model
+from detflow.serve.batching import BatchWorker, LoadedModel, load_model
+from detflow.serve.detect_request import handle_detect
 from detflow.serve.drift import DriftMonitor
 from detflow.serve.malloc import cap_malloc_arenas
 from detflow.serve.monitoring import Metrics, RequestLog
 from detflow.serve.options import ServeOptions
 from detflow.serve.reload import ModelWatcher
 from detflow.serve.routing import Router
+from detflow.serve.upload import ApiError
 
 log = logging.getLogger(__name__)
-RAW_TYPES = ("image/", "application/octet-stream")
-RETRY_AFTER_S = 1
-
-
-class ApiError(Exception):
-    """A client error: HTTP ``status``, ``kind`` (metric label and ``error``), ``detail``."""
-
-    def __init__(self, status: int, kind: str, detail: str):
-        super().__init__(detail)
-        self.status, self.kind, self.detail = status, kind, detail
 
 
 class Server:
@@ -214,191 +201,16 @@ def create_app(options: ServeOptions, server: Server | None = None) -> FastAPI:
         classes: str | None = Query(None, max_length=2000, description="comma-separated names"),
         annotated: bool = False,
     ):
-        return await _detect(server, request, score_threshold, max_detections, classes, annotated)
+        return await handle_detect(
+            server,
+            request,
+            score_threshold=score_threshold,
+            max_detections=max_detections,
+            classes=classes,
+            annotated=annotated,
+        )
 
     return app
-
-
-async def _detect(server: Server, request, score_threshold, max_detections, classes, annotated):
-    start = time.perf_counter()
-    options = server.options
-    if not server.is_ready():
-        raise ApiError(503, "not_ready", "the models are still loading")
-    name = server.router.choose(request.headers.get(options.client_header))
-    worker = server.workers[name]
-    wanted = _classes(classes, worker.model.detector.class_names)
-    data = await _read_image_bytes(request, int(options.max_upload_mb * 1024 * 1024))
-    image = await run_in_threadpool(_decode, data, options.max_pixels)
-    try:
-        future = worker.submit(image, score_threshold)
-    except QueueFull as exc:
-        server.metrics.requests.labels(name, "503").inc()
-        server.metrics.errors.labels("queue_full").inc()
-        return JSONResponse(
-            {"error": "queue_full", "detail": f"{exc}; retry after {RETRY_AFTER_S} s"},
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
-    output, latency_ms, model, batch_size = await asyncio.wrap_future(future)
-    server.observe_drift(model, image, output)
-    request_id = uuid.uuid4().hex
-    for shadow in server.router.shadows:
-        _mirror(server, shadow, image, score_threshold, request_id)
-    output = _select(output, wanted, max_detections)
-    detections = detection_list(output, model.detector.class_names)
-    total_ms = (time.perf_counter() - start) * 1000
-    _record(server, model, output, latency_ms, total_ms, request_id, request, shadow=False)
-    if annotated:
-        names = dict(enumerate(model.detector.class_names, start=1))
-        drawn = draw_boxes(
-            image,
-            boxes=output["boxes"],
-            labels=output["labels"],
-            names=names,
-            scores=output["scores"],
-        )
-        buffer = io.BytesIO()
-        Image.fromarray(drawn).save(buffer, format="PNG")
-        headers = {"X-Model-Id": model.model_id, "X-Detections": str(len(detections))}
-        return Response(buffer.getvalue(), media_type="image/png", headers=headers)
-    height, width = image.shape[:2]
-    # rendered here: FastAPI's generic encoder of a returned dict took about 7 ms per answer
-    # of 100 detections, in the event loop (profiled); these values are JSON-native already
-    return JSONResponse(
-        {
-            "model": model.model_id,
-            "model_name": model.name,
-            "request_id": request_id,
-            "width": width,
-            "height": height,
-            "detections": detections,
-            "latency_ms": round(latency_ms, 3),
-            "batch_size": batch_size,
-            "total_ms": round(total_ms, 3),
-        }
-    )
-
-
-def _classes(text: str | None, class_names: list[str]) -> set[int] | None:
-    if text is None:
-        return None
-    wanted = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [part for part in wanted if part not in class_names]
-    if unknown or not wanted:
-        raise ApiError(
-            422, "bad_query", f"classes: unknown {unknown or [text]}; known: {class_names}"
-        )
-    return {class_names.index(part) + 1 for part in wanted}
-
-
-def _select(output: dict, wanted: set[int] | None, max_detections: int | None) -> dict:
-    keep = np.ones(len(output["scores"]), bool)
-    if wanted is not None:
-        keep &= np.isin(output["labels"], list(wanted))
-    output = {key: value[keep] for key, value in output.items()}
-    if max_detections is not None and len(output["scores"]) > max_detections:
-        top = np.argsort(-output["scores"], kind="stable")[:max_detections]
-        output = {key: value[np.sort(top)] for key, value in output.items()}
-    return output
-
-
-async def _read_image_bytes(request: Request, limit: int) -> bytes:
-    """The image's bytes from a raw body or a multipart upload, at most ``limit`` bytes."""
-    content_type = request.headers.get("content-type", "").lower()
-    multipart = content_type.startswith("multipart/form-data")
-    if not multipart and not content_type.startswith(RAW_TYPES):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"content type {content_type or 'missing'!r}: send the image as image/* or "
-            "application/octet-stream, or as a multipart/form-data field 'image'",
-        )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise ApiError(413, "upload_too_large", f"{declared} bytes; the limit is {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit + (64 * 1024 if multipart else 0):
-            raise ApiError(413, "upload_too_large", f"over the limit of {limit} bytes")
-    if not multipart:
-        return _check_size(bytes(body), limit)
-    return _check_size(await _multipart_file(request, bytes(body)), limit)
-
-
-async def _multipart_file(request: Request, body: bytes) -> bytes:
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        form = await Request(request.scope, receive).form(max_files=1, max_fields=20)
-    except Exception as exc:  # noqa: BLE001 - starlette raises several kinds here
-        raise ApiError(400, "bad_multipart", f"multipart body cannot be parsed ({exc})") from exc
-    try:
-        upload = form.get("image") or form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise ApiError(400, "no_image", "multipart upload without a file field 'image'")
-        return await upload.read()
-    finally:
-        await form.close()
-
-
-def _check_size(data: bytes, limit: int) -> bytes:
-    if len(data) > limit:
-        raise ApiError(413, "upload_too_large", f"{len(data)} bytes; the limit is {limit} bytes")
-    if not data:
-        raise ApiError(400, "empty_body", "zero bytes received; send an image")
-    return data
-
-
-def _decode(data: bytes, max_pixels: int) -> np.ndarray:
-    try:
-        return np.asarray(decode_rgb(data, name="upload", max_pixels=max_pixels))
-    except PixelLimitError as exc:
-        raise ApiError(413, "too_many_pixels", str(exc)) from exc
-    except DataError as exc:
-        raise ApiError(400, "not_an_image", str(exc)) from exc
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is the upload's fault
-        raise ApiError(400, "not_an_image", f"upload: image cannot be decoded ({exc})") from exc
-
-
-def _mirror(server: Server, name: str, image, threshold, request_id: str) -> None:
-    """Queue ``image`` on the shadow model; its result goes to metrics and the log only."""
-    try:
-        future = server.workers[name].submit(image, threshold)
-    except QueueFull:
-        server.metrics.shadow_dropped.labels(name).inc()
-        return
-
-    def done(result):
-        if result.exception() is None:
-            output, latency_ms, model, _ = result.result()
-            server.observe_drift(model, image, output)
-            _record(server, model, output, latency_ms, None, request_id, None, shadow=True)
-
-    future.add_done_callback(done)
-
-
-def _record(server, model, output, latency_ms, total_ms, request_id, request, *, shadow):
-    metrics = server.metrics
-    metrics.inference.labels(model.name).observe(latency_ms / 1000)
-    metrics.observe_detections(model.name, output, model.detector.class_names)
-    if not shadow:
-        metrics.requests.labels(model.name, "200").inc()
-        metrics.latency.labels(model.name).observe(total_ms / 1000)
-    scores = output["scores"]
-    names = model.detector.class_names
-    server.request_log.write(
-        request_id=request_id,
-        model=model.name,
-        model_id=model.model_id,
-        shadow=shadow,
-        client=None if request is None else request.headers.get(server.options.client_header),
-        latency_ms=round(latency_ms, 3),
-        detections=int(len(scores)),
-        mean_score=round(float(np.mean(scores)), 6) if len(scores) else None,
-        classes=sorted(names[int(label) - 1] for label in output["labels"]),
-    )
 
 
 def _error(server: Server, status: int, kind: str, detail: str) -> JSONResponse:
