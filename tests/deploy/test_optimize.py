@@ -501,3 +501,23 @@ def test_exclusion_mode_is_checked():
         OptimizeOptions(int8_exclusion="guess")
     with pytest.raises(ConfigError, match="auto_min_sqnr_db"):
         OptimizeOptions(auto_min_sqnr_db=-1.0)
+
+
+def test_sqnr_in_chunks_of_images_equals_all_at_once(tiny, tmp_path, monkeypatch):
+    """The SQNR measurement holds a chunk of images' intermediate outputs at a time (memory);
+    the figures are the same as over every image at once."""
+    from detflow.deploy import qdq_sensitivity
+
+    calibration = [tiny["dataset"][i][0].numpy() for i in range(3)]
+    measured = []
+    for chunk in (1, 100):
+        monkeypatch.setattr(qdq_sensitivity, "CHUNK", chunk)
+        folder = tmp_path / f"chunk{chunk}"
+        build_variants(
+            onnx_path=tiny["root"] / "model.onnx",
+            out_dir=folder,
+            calibration=calibration,
+            options=OptimizeOptions(variants=["int8_static"], int8_exclusion="auto"),
+        )
+        measured.append(json.loads((folder / "int8_static.float_nodes.json").read_text()))
+    assert measured[0]["sqnr_db"] == measured[1]["sqnr_db"] and len(measured[0]["sqnr_db"]) > 10
