@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,21 +80,10 @@ def export_onnx(
     model.eval()
     tmp = str(onnx_path)
     output_names = _output_order(model, sample)
-    torch.onnx.export(
-        model,
-        ([sample],),
-        tmp,
-        opset_version=options.opset,
-        dynamo=False,
-        input_names=["image"],
-        output_names=output_names,
-        dynamic_axes={
-            "image": {1: "height", 2: "width"},
-            "boxes": {0: "detections"},
-            "labels": {0: "detections"},
-            "scores": {0: "detections"},
-        },
-    )
+    with warnings.catch_warnings():  # torchvision's tracer notes: nothing a user can act on
+        warnings.simplefilter("ignore", UserWarning)  # TracerWarning is one; torch.tensor copies
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script's deprecation
+        _trace(model, sample, tmp, options.opset, output_names)
     proto = onnx.load(tmp)
     transform = model.transform
     meta = {
@@ -332,3 +322,22 @@ def export_verified(
     report["nodes"] = len(onnx.load(str(onnx_path), load_external_data=False).graph.node)
     report["size_mb"] = Path(onnx_path).stat().st_size / 1e6
     return report
+
+
+def _trace(model, sample: torch.Tensor, path: str, opset: int, output_names: list[str]) -> None:
+    """The TorchScript exporter over one ``[3, H, W]`` sample, the image's size dynamic."""
+    torch.onnx.export(
+        model,
+        ([sample],),
+        path,
+        opset_version=opset,
+        dynamo=False,
+        input_names=["image"],
+        output_names=output_names,
+        dynamic_axes={
+            "image": {1: "height", 2: "width"},
+            "boxes": {0: "detections"},
+            "labels": {0: "detections"},
+            "scores": {0: "detections"},
+        },
+    )

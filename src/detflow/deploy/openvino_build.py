@@ -77,6 +77,8 @@ def build_openvino(
     if calibration is not None:
         if not calibration:
             raise ConfigError("optimize.calibration_images must be > 0 and the val split non-empty")
+        # nncf imports torch's cpp_extension, which warns that this CPU machine has no CUDA
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         import nncf
 
         nncf.set_log_level(logging.WARNING)  # not its ~300 INFO lines per model (dvc repro)
