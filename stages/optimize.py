@@ -9,12 +9,7 @@ from pathlib import Path
 from detflow.core.files import read_json, write_json
 from detflow.core.machine import machine_info
 from detflow.data.torch_dataset import DetectionDataset
-from detflow.deploy.benchmark import (
-    build_and_benchmark,
-    fastest_accepted,
-    latency_points,
-    markdown_table,
-)
+from detflow.deploy import benchmark
 from detflow.deploy.publish import deploy, source_commit
 from detflow.deploy.reference import write_reference
 from detflow.deploy.runtime import open_model
@@ -29,7 +24,7 @@ def main(cfg: dict, root: Path) -> dict:
     train, val, test = (
         DetectionDataset(Path(paths["split"]) / f"{name}.json") for name in ("train", "val", "test")
     )
-    variants, table = build_and_benchmark(
+    variants, table = benchmark.build_and_benchmark(
         onnx_path=Path(paths["export"]) / "model.onnx",
         out_dir=root / paths["optimized"],
         train=train,
@@ -37,23 +32,21 @@ def main(cfg: dict, root: Path) -> dict:
         test=test,
         options=OptimizeOptions.from_config(cfg["optimize"]),
     )
-    machine = machine_info()
-    reports = root / paths["reports"] / "optimize"
+    machine, reports = machine_info(), root / paths["reports"] / "optimize"
     write_json(reports / "benchmark.json", {**table, "machine": machine})
-    write_json(reports / "latency.json", latency_points(table))
-    log.info("decided on val, test beside:\n%s", markdown_table(table))
-    best = fastest_accepted(table)
+    write_json(reports / "latency.json", benchmark.latency_points(table))
+    log.info("decided on val, test beside:\n%s", benchmark.markdown_table(table))
+    best, deployed = benchmark.fastest_accepted(table), root / paths["deploy"]
     evaluated = root / paths["reports"] / "evaluate" / "metrics.json"
     deploy(
         variant=best,
         model_path=next(v.path for v in variants if v.name == best),
         row=table[best],
-        out_dir=root / paths["deploy"],
+        out_dir=deployed,
         commit=source_commit(),
         cost=read_json(evaluated).get("cost") if evaluated.is_file() else None,
         machine=machine,
     )
-    deployed = root / paths["deploy"]
     write_reference(
         detector=open_model(deployed),
         image_paths=[d.image_path(index) for d in (train, val) for index in range(len(d))],

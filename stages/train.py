@@ -1,20 +1,18 @@
-"""train: plan every auto choice from the train split (reports/train/plan.json), cut its
-tiles (paths.tiles), fit model.* with train.*: checkpoints in paths.train; curves (DVCLive)
-and the machine in paths.reports/train (torchrun: rank 0 writes). Test is not read."""
+"""train: plan every auto from the train split (reports/train/plan.json), cut its tiles
+(paths.tiles), fit model.* with train.* into paths.train; curves (DVCLive) and machine.json in
+paths.reports/train (torchrun: rank 0 writes). The test split is not read."""
 
 import contextlib
 from pathlib import Path
 
 from dvclive import Live
 
-from detflow.core.files import write_json
-from detflow.core.machine import machine_info
 from detflow.data.manifest import load_dataset
 from detflow.model.postprocess_config import PostprocessOptions
 from detflow.train.distributed import is_main_process, world_size
 from detflow.train.loop import train_detector
 from detflow.train.options import TrainOptions
-from detflow.train.plan import cut_training_tiles, plan_training
+from detflow.train.plan import cut_training_tiles, plan_training, record_plan
 
 from _app import stage
 
@@ -32,17 +30,13 @@ def main(cfg: dict, root: Path) -> dict:
         val_dataset=load_dataset(val_json),
         world_size=world_size(),
     )
-    limit = cfg["limits"]["max_pixels"]  # the train split's tiles, where the plan tiles:
     train_json = cut_training_tiles(plan, train_json=train_json, out_dir=root / paths["tiles"],
-                                    max_pixels=limit)  # fmt: skip
-    live = None
+                                    max_pixels=cfg["limits"]["max_pixels"])  # fmt: skip
+    live, reports = None, root / paths["reports"] / "train"
     if is_main_process():
-        reports = root / paths["reports"] / "train"
         live = Live(dir=str(reports), dvcyaml=None, save_dvc_exp=False, report=None)
-        write_json(reports / "plan.json", plan.to_dict())  # every auto choice and its reason
-        write_json(reports / "machine.json", machine_info())  # what the weights depend on
-        live.summary.update(plan.metrics())  # … flattened, in dvc exp show
-        plan.log()
+        record_plan(plan, reports)  # plan.json (each choice, its reason), machine.json; logged
+        live.summary.update(plan.metrics())  # the choices, flattened, in dvc exp show
 
     def log_epoch(epoch: int, metrics: dict) -> None:
         for key, value in metrics.items():

@@ -37,6 +37,7 @@ import torch
 
 from detflow.core.errors import ConfigError, DetflowError
 from detflow.core.files import write_json
+from detflow.core.machine import machine_info
 from detflow.core.options import read_params
 from detflow.data import manifest
 from detflow.data.tile_dataset import tile_dataset, tiled_manifest
@@ -241,6 +242,16 @@ def plan_from_params(
         train_dataset=manifest.load_dataset(train_json),
         val_dataset=manifest.load_dataset(val_json),
     )
+
+
+def record_plan(plan: TrainingPlan, reports: str | Path) -> None:
+    """Write ``plan`` to ``reports/plan.json`` (its one record: every choice and its reason,
+    the data check) and the machine it is trained on to ``reports/machine.json``
+    (instruction sets, runtime versions: :func:`detflow.core.machine.machine_info`), and log
+    it (:meth:`TrainingPlan.log`)."""
+    write_json(Path(reports) / "plan.json", plan.to_dict())
+    write_json(Path(reports) / "machine.json", machine_info())
+    plan.log()
 
 
 def cut_training_tiles(
