@@ -88,13 +88,11 @@ def build_model(
     only; ``None`` or ``auto`` is its default (the train stage resolves ``auto`` from the data
     first, :mod:`detflow.train.data_check`, and checkpoints store the resolved values).
     """
-    require_choice("model.name", name, available_models())
-    require_positive("num_classes", num_classes)
-    min_size, max_size = input_sizes(name, min_size=min_size, max_size=max_size)
-    if name.startswith("ssd"):
-        _check_square_size(name, min_size=min_size, max_size=max_size)
-    adapted = _adapted(
+    min_size, max_size, adapted = _checked_arguments(
         name,
+        num_classes,
+        min_size=min_size,
+        max_size=max_size,
         anchor_sizes=anchor_sizes,
         anchor_aspect_ratios=anchor_aspect_ratios,
         rois_per_image=rois_per_image,
@@ -146,13 +144,11 @@ def build_skeleton(
     CPU. What the training plan measures a candidate by (input resize, feature-map strides,
     anchors, assignment, budgets: :mod:`detflow.train.data_check`) at a fraction of a real
     build's cost; it cannot run on images. Arguments as :func:`build_model`'s."""
-    require_choice("model.name", name, available_models())
-    require_positive("num_classes", num_classes)
-    min_size, max_size = input_sizes(name, min_size=min_size, max_size=max_size)
-    if name.startswith("ssd"):
-        _check_square_size(name, min_size=min_size, max_size=max_size)
-    adapted = _adapted(
+    min_size, max_size, adapted = _checked_arguments(
         name,
+        num_classes,
+        min_size=min_size,
+        max_size=max_size,
         anchor_sizes=anchor_sizes,
         anchor_aspect_ratios=anchor_aspect_ratios,
         rois_per_image=rois_per_image,
@@ -173,6 +169,17 @@ def build_skeleton(
         model, score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections
     )
     return model
+
+
+def _checked_arguments(name: str, num_classes: int, *, min_size, max_size, **adaptable):
+    """The builders' shared checks: the name, the class count, the input sizes (as integers;
+    SSD's square) and the data-adapted arguments; returns ``(min_size, max_size, adapted)``."""
+    require_choice("model.name", name, available_models())
+    require_positive("num_classes", num_classes)
+    min_size, max_size = input_sizes(name, min_size=min_size, max_size=max_size)
+    if name.startswith("ssd"):
+        _check_square_size(name, min_size=min_size, max_size=max_size)
+    return min_size, max_size, _adapted(name, **adaptable)
 
 
 def _anchor_generators_on_cpu(model: nn.Module) -> None:

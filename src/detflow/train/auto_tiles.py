@@ -29,7 +29,6 @@ from detflow.train.auto_model import LARGER_INPUTS
 MIN_OBJECT_PX = 16.0
 MIN_VISIBLE = 0.5  # a cut box keeps its clipped part at this share visible, else ignored
 EMPTY_RATE = 0.1  # tiles without a box kept for training (background), drawn by the seed
-MERGE = {"merge": "nms", "iou": 0.5, "with_full_image": False, "metric": "ios"}
 
 
 def resolve_tiles(tiles, *, min_size, dataset: dict) -> tuple[TileSpec | None, dict]:

@@ -39,6 +39,7 @@ from detflow.core.errors import ConfigError, DetflowError
 from detflow.core.files import write_json
 from detflow.core.machine import machine_info
 from detflow.core.options import read_params
+from detflow.core.tile_settings import TileSettings
 from detflow.data import manifest
 from detflow.data.tile_dataset import tile_dataset, tiled_manifest
 from detflow.data.torch_dataset import batches_per_epoch
@@ -47,7 +48,7 @@ from detflow.model.postprocess import model_kwargs
 from detflow.model.postprocess_config import DEFAULT_MAX_DETECTIONS, PostprocessOptions
 from detflow.train import auto_model, data_check, model_choice
 from detflow.train.auto_schedule import resolve_schedule
-from detflow.train.auto_tiles import EMPTY_RATE, MERGE, MIN_VISIBLE, resolve_tiles
+from detflow.train.auto_tiles import EMPTY_RATE, MIN_VISIBLE, resolve_tiles
 from detflow.train.options import TrainOptions
 
 PLAN_SCHEMA = 1
@@ -209,7 +210,8 @@ def _tiling(model_config: dict, train_dataset: dict, val_dataset: dict | None, *
         "reason": "the tile size: a tile enters the model without resizing",
     }
     densest = max(_densest(train_dataset), _densest(val_dataset))
-    record = {**cut, **MERGE, "max_detections": max(DEFAULT_MAX_DETECTIONS, densest)}
+    merge = TileSettings(spec.size, spec.overlap).to_dict()  # its default merge across tiles
+    record = {**cut, **merge, "max_detections": max(DEFAULT_MAX_DETECTIONS, densest)}
     return config, {**record, "counts": counts}, choices, tiled_train, tiled_val
 
 
