@@ -12,19 +12,28 @@ predict_source`) in a fresh child process on ``--runs`` copies of the image (the
 side by side: latency per full image (median of the copies after the first; the first
 builds the batched graph), tiles per image and peak RSS, and the sliced / whole ratios.
 
+With ``--serve``: the same two models behind a real ``detflow serve`` on 127.0.0.1 (one
+server per model, a free port), the 4000×3000 JPEG posted ``--runs`` times to ``/v1/detect``
+over a socket: latency per request as the client sees it (median after the first) and the
+server process's peak RSS (``VmHWM``), side by side.
+
 Needs the training stack (torch) for the export only; the children import no torch.
 
 Usage: python bench/tiles_predict.py [--tile 416] [--overlap 40] [--runs 3] [--threads 0]
-       [--no-50mp]
+       [--no-50mp] [--serve]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +157,74 @@ def _run_child(model: Path, folder: Path, threads: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _serve_run(model: Path, jpeg: Path, *, runs: int, threads: int) -> dict:
+    """``detflow serve --model model`` on a free loopback port; ``jpeg`` posted ``runs`` times
+    to ``/v1/detect``; the client-side latencies (ms), detections, the server's peak RSS."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "detflow.cli", "serve", "--model", str(model)]
+    command += ["--port", str(port), "--threads", str(threads), "--max-upload-mb", "50"]
+    command += ["--request-log", str(jpeg.parent / f"requests-{model.stem}.jsonl")]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_ready(url, server)
+        data, latency, detections = jpeg.read_bytes(), [], []
+        for _ in range(runs):
+            request = urllib.request.Request(
+                f"{url}/v1/detect", data=data, headers={"content-type": "image/jpeg"}
+            )
+            start = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=600) as answer:
+                body = json.loads(answer.read())
+            latency.append((time.perf_counter() - start) * 1000)
+            detections.append(len(body["detections"]))
+        status = Path(f"/proc/{server.pid}/status").read_text().splitlines()
+        peak = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(60)
+    return {"latency_ms": latency, "detections": detections, "peak_rss_mib": peak}
+
+
+def _wait_ready(url: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"detflow serve exited: {server.stderr.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"detflow serve not ready within {timeout_s:.0f} s")
+
+
+def _serve_rows(work: Path, sliced: Path, whole: Path, args) -> None:
+    """The 4000×3000 image through a real server, whole and sliced, side by side."""
+    jpeg = work / "serve-4000x3000.jpg"
+    _image(*SIZES["4000x3000"]).save(jpeg, quality=90)
+    print("serve, 4000x3000 JPEG over 127.0.0.1 (client-side ms per request):")
+    print(f"{'run':<24} {'ms/request':>10} {'first ms':>10} {'dets':>5} {'peak RSS MiB':>13}")
+    results = {}
+    for name, model in (("whole image", whole), ("sliced", sliced)):
+        result = _serve_run(model, jpeg, runs=args.runs, threads=args.threads)
+        warm = result["latency_ms"][1:] or result["latency_ms"]
+        results[name] = (float(np.median(warm)), result["peak_rss_mib"])
+        print(
+            f"{name:<24} {results[name][0]:>10.1f} {result['latency_ms'][0]:>10.1f} "
+            f"{int(np.median(result['detections'])):>5} {result['peak_rss_mib']:>13.0f}"
+        )
+    (ms_w, rss_w), (ms_s, rss_s) = results["whole image"], results["sliced"]
+    print(f"serve sliced / whole: latency {ms_s / ms_w:.1f}x, peak RSS {rss_s / rss_w:.2f}x")
+
+
 def _row(name: str, result: dict) -> tuple:
     warm = result["latency_ms"][1:] or result["latency_ms"]
     return (
@@ -168,6 +245,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="copies of each image")
     parser.add_argument("--threads", type=int, default=0, help="ORT threads (0: all cores)")
     parser.add_argument("--no-50mp", action="store_true", help="skip the 50-megapixel image")
+    parser.add_argument("--serve", action="store_true", help="also through detflow serve")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -176,6 +254,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tiles-bench-") as tmp:
         work = Path(tmp)
         sliced, whole = _export(work, tile=args.tile, overlap=args.overlap)
+        if args.serve:
+            _serve_rows(work, sliced, whole, args)
         rows = []
         for label, (width, height) in SIZES.items():
             if label == "50MP" and args.no_50mp:

@@ -1,7 +1,7 @@
 """``model.name: auto`` (the default, ``conf/model/auto.yaml``): which detector to train,
 chosen from the data check before the first step, with its reason.
 
-- :data:`MULTI_LEVEL` (FCOS on the offline MobileNetV2, a feature pyramid of strides 8-128:
+- :data:`MULTI_LEVEL` (FCOS on the offline MobileNetV2, a feature pyramid of strides 8-64:
   measured, 3 seeds each, far better than Faster R-CNN on the bundled set and on small dense
   objects, 2.7 mAP50 points lower but steadier on raccoon, and faster to train;
   docs/benchmarks.md, "The candidate table") while its best possible recall, after every
@@ -71,7 +71,7 @@ def choose_model(model_config: dict, check: Checker) -> tuple[dict, object, dict
             multi,
             recalls,
             f"best possible recall {recalls[MULTI_LEVEL]:.3f} >= {LOW_RECALL} at {size} px"
-            " with a feature pyramid (strides 8-128)",
+            " with a feature pyramid (strides 8-64)",
         )
     single = check(candidate(model_config, SINGLE_LEVEL))
     recalls[SINGLE_LEVEL] = single[2]["best_possible_recall"]
