@@ -124,7 +124,9 @@ def fcos_structure(*, head_conv=None, fpn_channels=None, levels=None) -> dict:
     require_choice("model.head_conv", head_conv, HEAD_CONV_KINDS)
     fpn_channels = FCOS_DEFAULTS["fpn_channels"] if fpn_channels is None else fpn_channels
     if isinstance(fpn_channels, bool) or not isinstance(fpn_channels, int) or fpn_channels < 16:
-        raise ConfigError(f"model.fpn_channels={fpn_channels!r} must be an integer >= 16 (128)")
+        raise ConfigError(
+            f"model.fpn_channels={fpn_channels!r} must be an integer >= 16 (default 128)"
+        )
     levels = FCOS_DEFAULTS["levels"] if levels is None else levels
     given = tuple(levels) if isinstance(levels, list | tuple) else levels
     if given not in ALLOWED_LEVELS:
@@ -183,9 +185,9 @@ def fcos_head(*, channels: int, num_classes: int, head_conv: str) -> FCOSHead:
 def head_tower(channels: int, *, depthwise: bool, groups: int) -> nn.Sequential:
     """:data:`HEAD_CONVS` blocks ``[N, C, H, W]`` → ``[N, C, H, W]`` (C = ``channels``),
     each conv followed by ``GroupNorm(groups)`` and ReLU: a 3×3 conv, or (``depthwise``, as
-    NanoDet and PicoDet) a 3×3 depthwise conv (``groups=C``) then a 1×1 conv, ~9/(C+9) of
-    its multiply-adds. Conv weights drawn as torchvision's FCOS head draws its own (normal,
-    std 0.01)."""
+    NanoDet and PicoDet) a 3×3 depthwise conv (``groups=C``) then a 1×1 conv, (C+9)/(9C) of
+    its multiply-adds (1/8 at 128). Conv weights drawn as torchvision's FCOS head draws its
+    own (normal, std 0.01)."""
     norm = partial(nn.GroupNorm, groups)
     blocks = []
     for _ in range(HEAD_CONVS):
