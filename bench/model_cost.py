@@ -10,7 +10,13 @@ Needs ``data/split/test.json`` (``dvc repro split``).
 With ``--parts``: also where the compute goes, per part (trunk, FPN, head, and the head per
 pyramid level: :func:`detflow.evaluate.cost.flops_by_part`), one line per model.
 
+With ``--candidates``: issue 38's lighter FCOS candidates (``bench/fcos_candidates.py``) side
+by side, every figure measured in this one run, with the ratio of each to the default's.
+Needs no data (generated images).
+
 Usage: python bench/model_cost.py [--models NAME ...] [--parts]
+       python bench/model_cost.py --candidates [--runs 10] [--rounds 3] [--train-steps 3]
+       [--train-threads 0] [--score-threshold 0.5]
 """
 
 from __future__ import annotations
@@ -31,8 +37,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def model_config(name: str) -> dict:
+    return compose_config([f"model={name}"])
+
+
+def compose_config(overrides: list[str]) -> dict:
+    """conf/config.yaml composed with Hydra ``overrides``, as a plain dict."""
     with initialize_config_dir(str(REPO / "conf"), version_base=None):
-        cfg = compose(config_name="config", overrides=[f"model={name}"])
+        cfg = compose(config_name="config", overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -40,7 +51,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+")
     parser.add_argument("--parts", action="store_true", help="GFLOPs per part and level")
+    parser.add_argument("--candidates", action="store_true", help="issue 38's FCOS candidates")
+    parser.add_argument("--runs", type=int, default=10, help="images timed per round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds")
+    parser.add_argument("--train-steps", type=int, default=3, help="timed, per round")
+    parser.add_argument("--train-threads", type=int, default=0, help="0: all cores")
+    parser.add_argument("--score-threshold", type=float, default=0.5, help="candidates' NMS input")
     args = parser.parse_args()
+    if args.candidates:
+        from fcos_candidates import compare_candidates  # bench/, beside this script
+
+        compare_candidates(args, compose=compose_config)
+        return
     names = args.models or sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
     cfg = model_config(names[0])
     image = DetectionDataset(REPO / cfg["paths"]["split"] / "test.json")[0][0]

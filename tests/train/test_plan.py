@@ -141,6 +141,40 @@ def test_a_skeleton_has_the_models_geometry_and_no_weights(name):
         build_skeleton(name="yolo9", num_classes=1)
 
 
+@pytest.mark.parametrize("levels", [[8, 16, 32], [16, 32, 64], [32]])
+def test_a_skeletons_strides_follow_fcos_levels(levels):
+    """The data check measures the pyramid the model has (issue 38's lighter candidates)."""
+    structure = {"head_conv": "depthwise", "fpn_channels": 64, "levels": levels}
+    skeleton = build_skeleton(name="fcos_mobilenet_v2", num_classes=3, **structure)
+    model = build_model(name="fcos_mobilenet_v2", num_classes=3, **structure)
+    ours, theirs = AnchorGrid(skeleton).anchors((416, 416)), AnchorGrid(model).anchors((416, 416))
+    assert torch.equal(ours[0], theirs[0]) and ours[1] == theirs[1]
+    assert ours[1] == [math.ceil(416 / s) ** 2 for s in levels]  # 64: pooled from 13×13
+    strides = sorted({int(w) for w in (ours[0][:, 2] - ours[0][:, 0]).tolist()})
+    assert strides == levels
+    with pytest.raises(ConfigError, match="model.levels=.8, 64. is not allowed"):
+        build_skeleton(name="fcos_mobilenet_v2", num_classes=3, levels=[8, 64])
+
+
+def test_a_plan_records_the_fcos_structure_the_checkpoint_rebuilds(data):
+    structure = {"head_conv": "depthwise", "fpn_channels": 64, "levels": [8, 16, 32]}
+    model = {**TINY_MODEL, "name": "fcos_mobilenet_v2", **structure}
+    model.pop("test_proposals")
+    plan = _plan(data, model=model, options=dataclasses.replace(OPTIONS, epochs=1))
+    assert {k: plan.model[k] for k in structure} == structure
+    assert plan.to_dict()["model"]["levels"] == [8, 16, 32]
+
+
+def test_fcos_structure_keys_go_to_fcos_only_when_auto_chooses():
+    from detflow.train.model_choice import MULTI_LEVEL, SINGLE_LEVEL, candidate
+
+    config = {**AUTO_MODEL, "head_conv": "depthwise", "levels": [8, 16, 32]}
+    assert candidate(config, MULTI_LEVEL)["levels"] == [8, 16, 32]
+    assert candidate(config, MULTI_LEVEL)["head_conv"] == "depthwise"
+    single = candidate(config, SINGLE_LEVEL)
+    assert "head_conv" not in single and "levels" not in single
+
+
 @pytest.mark.parametrize(("grouping", "world"), [(False, 1), (True, 1), (False, 3), (True, 2)])
 def test_batches_per_epoch_counts_what_the_loader_yields(data, grouping, world):
     dataset = DetectionDataset(data / "augmented" / "train.json")

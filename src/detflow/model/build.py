@@ -73,6 +73,9 @@ def build_model(
     anchor_sizes=None,
     anchor_aspect_ratios=None,
     rois_per_image=None,
+    head_conv: str | None = None,
+    fpn_channels: int | None = None,
+    levels=None,
 ) -> nn.Module:
     """Build a detector for ``num_classes`` object classes (background is added here).
 
@@ -87,6 +90,9 @@ def build_model(
     ``rois_per_image`` (RoIs sampled per image for the box head's loss): ``fasterrcnn_mobilenet_v2``
     only; ``None`` or ``auto`` is its default (the train stage resolves ``auto`` from the data
     first, :mod:`detflow.train.data_check`, and checkpoints store the resolved values).
+    ``head_conv`` (``standard`` | ``depthwise``), ``fpn_channels`` and ``levels`` (pyramid
+    strides): ``fcos_mobilenet_v2`` only (:func:`detflow.model.mobilenet.fcos_structure`);
+    ``None`` is today's model. Checkpoints store them, so a restore builds the same structure.
     """
     min_size, max_size, adapted = _checked_arguments(
         name,
@@ -96,9 +102,12 @@ def build_model(
         anchor_sizes=anchor_sizes,
         anchor_aspect_ratios=anchor_aspect_ratios,
         rois_per_image=rois_per_image,
+        structure={"head_conv": head_conv, "fpn_channels": fpn_channels, "levels": levels},
     )
     kind = weights_kind(name, weights)
-    source = _read_source(weights, name, trainable_backbone_layers) if kind == "path" else None
+    source = (
+        _read_source(weights, name, trainable_backbone_layers, adapted) if kind == "path" else None
+    )
     if frozen_norm is None:
         frozen_norm = kind != "none" or _none(backbone_weights) is not None
     model = _architecture(
@@ -138,6 +147,9 @@ def build_skeleton(
     anchor_sizes=None,
     anchor_aspect_ratios=None,
     rois_per_image=None,
+    head_conv: str | None = None,
+    fpn_channels: int | None = None,
+    levels=None,
 ) -> nn.Module:
     """The structure of :func:`build_model`'s detector without its weights: every module on
     the meta device (no memory, nothing initialised or read), the anchor generators on the
@@ -152,6 +164,7 @@ def build_skeleton(
         anchor_sizes=anchor_sizes,
         anchor_aspect_ratios=anchor_aspect_ratios,
         rois_per_image=rois_per_image,
+        structure={"head_conv": head_conv, "fpn_channels": fpn_channels, "levels": levels},
     )
     with torch.device("meta"):
         model = _architecture(
@@ -171,15 +184,18 @@ def build_skeleton(
     return model
 
 
-def _checked_arguments(name: str, num_classes: int, *, min_size, max_size, **adaptable):
+def _checked_arguments(
+    name: str, num_classes: int, *, min_size, max_size, structure: dict, **adaptable
+):
     """The builders' shared checks: the name, the class count, the input sizes (as integers;
-    SSD's square) and the data-adapted arguments; returns ``(min_size, max_size, adapted)``."""
+    SSD's square), the data-adapted arguments and FCOS's ``structure`` keys; returns
+    ``(min_size, max_size, adapted)``, ``adapted`` the model builder's extra arguments."""
     require_choice("model.name", name, available_models())
     require_positive("num_classes", num_classes)
     min_size, max_size = input_sizes(name, min_size=min_size, max_size=max_size)
     if name.startswith("ssd"):
         _check_square_size(name, min_size=min_size, max_size=max_size)
-    return min_size, max_size, _adapted(name, **adaptable)
+    return min_size, max_size, {**_adapted(name, **adaptable), **_structure(name, **structure)}
 
 
 def _anchor_generators_on_cpu(model: nn.Module) -> None:
@@ -261,6 +277,19 @@ def _adapted(name: str, **values) -> dict:
     return given
 
 
+def _structure(name: str, **values) -> dict:
+    """FCOS's structure keys (``head_conv``, ``fpn_channels``, ``levels``) checked, every one
+    resolved (None: its default), for ``fcos_mobilenet_v2``; for another model, none may be
+    set."""
+    if name == "fcos_mobilenet_v2":
+        return mobilenet.fcos_structure(**values)
+    given = [k for k, v in values.items() if v is not None]
+    if given:
+        keys = ", ".join(f"model.{k}" for k in given)
+        raise ConfigError(f"{keys}: only fcos_mobilenet_v2 takes these; remove them")
+    return {}
+
+
 def _architecture(
     name, *, num_classes, weights, backbone_weights, trainable_layers, sizes, proposals, adapted
 ) -> nn.Module:
@@ -272,7 +301,7 @@ def _architecture(
             value=backbone_weights,
             weights_enum=MobileNet_V2_Weights,
         )
-        extra = {"proposals": proposals, **adapted} if "rcnn" in name else {}
+        extra = {"proposals": proposals, **adapted} if "rcnn" in name else adapted
         return CUSTOM_MODELS[name](
             features=features,
             num_classes=num_classes,
@@ -313,8 +342,9 @@ def _source_classes(kind: str, source: dict | None, num_classes: int) -> int | N
     return None if kind == "torchvision" else num_classes + 1
 
 
-def _read_source(path: str, name: str, trainable_layers: int) -> dict:
-    """A detflow checkpoint to start from, checked against the model being built."""
+def _read_source(path: str, name: str, trainable_layers: int, adapted: dict) -> dict:
+    """A detflow checkpoint to start from, checked against the model being built (its
+    trainable trunk stages and, for FCOS, the structure keys in ``adapted``)."""
     state = read_checkpoint(path)
     trained = state["model"]
     if trained["name"] != name:
@@ -327,7 +357,19 @@ def _read_source(path: str, name: str, trainable_layers: int) -> dict:
             f"model.weights={path} was trained with model.trainable_backbone_layers="
             f"{trained.get('trainable_backbone_layers')}; set the same (frozen layers are folded)"
         )
+    if name == "fcos_mobilenet_v2":
+        stored = mobilenet.fcos_structure(**{k: trained.get(k) for k in adapted})
+        for key, value in adapted.items():
+            if stored[key] != value:
+                raise ConfigError(
+                    f"model.weights={path} was trained with model.{key}="
+                    f"{_shown(stored[key])}; set the same (its weights fit that structure only)"
+                )
     return state
+
+
+def _shown(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _load_source(model: nn.Module, state: dict, path: str) -> None:

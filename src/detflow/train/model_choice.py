@@ -35,6 +35,7 @@ SHARED_KEYS = (
     "max_size",
 )
 SINGLE_LEVEL_ONLY = ("anchor_sizes", "anchor_aspect_ratios", "rois_per_image")
+MULTI_LEVEL_ONLY = ("head_conv", "fpn_channels", "levels")  # FCOS's structure (issue 38)
 
 # check(model config) -> (resolved model config, resolved post-processing, data check)
 Checker = Callable[[dict], tuple[dict, object, dict]]
@@ -43,8 +44,10 @@ Checker = Callable[[dict], tuple[dict, object, dict]]
 def candidate(model_config: dict, name: str) -> dict:
     """``model_config`` (``name: auto``) as the config of ``name``: the keys that model takes."""
     if name == SINGLE_LEVEL:
-        return {**model_config, "name": name}
-    return {"name": name, **{k: model_config[k] for k in SHARED_KEYS if k in model_config}}
+        kept = {k: v for k, v in model_config.items() if k not in MULTI_LEVEL_ONLY}
+        return {**kept, "name": name}
+    keys = (*SHARED_KEYS, *MULTI_LEVEL_ONLY)
+    return {"name": name, **{k: model_config[k] for k in keys if k in model_config}}
 
 
 def choose_model(model_config: dict, check: Checker) -> tuple[dict, object, dict]:
