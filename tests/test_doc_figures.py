@@ -27,8 +27,10 @@ def test_quoted_figures_equal_their_reports(path):
 def test_the_readme_quotes_its_headline_figures_through_markers():
     found = figures.figures((REPO / "README.md").read_text(encoding="utf-8"), "README.md")
     keys = {(f.file, f.key) for f in found}
+    report = json.loads((REPO / BENCH).read_text(encoding="utf-8"))
     for variant in ("openvino_int8", "ort_fp32", "openvino_bf16", "openvino_fp32"):
-        assert (BENCH, f"{variant}.latency_ms_p50") in keys
+        if report[variant].get("latency_ms_p50") is not None:  # bf16 skipped without bf16
+            assert (BENCH, f"{variant}.latency_ms_p50") in keys
     assert ("reports/evaluate/metrics.json", "map50") in keys
     assert ("bench/results.json", "thermal_seeds.test_map50.mean") in keys
 
