@@ -137,9 +137,9 @@ def _child(model: str, folder: str, threads: int) -> None:
     )
 
 
-def _peak_rss_mib() -> float:
-    """This process's peak resident set size (``VmHWM``, reset by ``exec``), in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _peak_rss_mib(pid: int | str = "self") -> float:
+    """Process ``pid``'s peak resident set size (``VmHWM``, reset by ``exec``), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
@@ -184,8 +184,7 @@ def _serve_run(model: Path, jpeg: Path, *, runs: int, threads: int) -> dict:
                 body = json.loads(answer.read())
             latency.append((time.perf_counter() - start) * 1000)
             detections.append(len(body["detections"]))
-        status = Path(f"/proc/{server.pid}/status").read_text().splitlines()
-        peak = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+        peak = _peak_rss_mib(server.pid)
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(60)
