@@ -41,13 +41,15 @@ from detflow.train.optimizers import build_optimizer
 
 DEPTHWISE = ["model.head_conv=depthwise"]
 FPN64 = [*DEPTHWISE, "model.fpn_channels=64"]
-LEVELS_8_32 = [*FPN64, "model.levels=[8,16,32]"]
+AT_320 = ["model.min_size=320", "model.max_size=320"]
 CANDIDATES = {  # name: Hydra overrides of model=fcos_mobilenet_v2
     "default": [],
     "depthwise head": DEPTHWISE,
     "dw + fpn 64": FPN64,
-    "dw + fpn 64 + levels 8-32": LEVELS_8_32,
-    "dw + fpn 64 + levels 8-32 @320": [*LEVELS_8_32, "model.min_size=320", "model.max_size=320"],
+    "dw + fpn 64 + levels 8-32": [*FPN64, "model.levels=[8,16,32]"],
+    "dw @320": [*DEPTHWISE, *AT_320],
+    "dw + fpn 96 @320": [*DEPTHWISE, "model.fpn_channels=96", *AT_320],
+    "dw + fpn 64 @320": [*FPN64, *AT_320],
 }
 THREADS = (1, 2)
 SIZE = 416  # generated images: the default input side
