@@ -21,6 +21,7 @@ then sees few boxes, as with a trained model, and the figures compare the networ
 from __future__ import annotations
 
 import copy
+import json
 import os
 import statistics
 import tempfile
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from detflow.core.machine import machine_info
@@ -52,6 +54,10 @@ CANDIDATES = {  # name: Hydra overrides of model=fcos_mobilenet_v2
     "dw + fpn 64 @320": [*FPN64, *AT_320],
 }
 THREADS = (1, 2)
+# ONNX node names (the exporter keeps the module path) → part; anything else (resize and
+# normalise, box decoding, NMS) is "rest"
+NODE_PARTS = {"/backbone/body/": "trunk", "/backbone/fpn/": "fpn", "/head/": "head"}
+ORT_PARTS = ("trunk", "fpn", "head", "rest")
 SIZE = 416  # generated images: the default input side
 COLUMNS = ("params_m", "gflops", "trunk", "fpn", "head")
 
@@ -72,8 +78,13 @@ def compare_candidates(args, *, compose) -> None:
         print(f"timing {len(detectors)} detectors × {args.runs} images × {args.rounds} rounds …",
               flush=True)  # fmt: skip
         timed = time_in_rounds(detectors, list(images), rounds=args.rounds)
+        by_part = {
+            name: ort_time_by_part(Path(work) / f"candidate{index}.onnx", images)
+            for index, name in enumerate(models)
+        }
     for name, row in rows.items():
         row.update({key: timed[f"{name}|{key}"]["latency_ms_p50"] for key in _runtimes()})
+        row.update({f"ort_{part}": ms for part, ms in by_part[name].items()})
     batch = int(configs["default"]["train"]["batch_size"])
     torch.set_num_threads(args.train_threads or os.cpu_count() or 1)
     rates = _train_rates(models, configs, batch=batch, steps=args.train_steps, rounds=args.rounds)
@@ -108,6 +119,35 @@ def _cost(model: torch.nn.Module, image: torch.Tensor) -> dict:
         "fpn": split["backbone.fpn"],
         "head": split["head"],
     }
+
+
+def ort_time_by_part(path: Path, images: np.ndarray, *, threads: int = 1) -> dict[str, float]:
+    """ONNX Runtime's own profile of the graph at ``path`` on ``images`` (``[N, 3, H, W]``),
+    one thread: milliseconds per image of the kernels of each part (:data:`NODE_PARTS`,
+    after ORT's graph optimisations, whose fused nodes keep a member's name), the first
+    (warm-up) run left out."""
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    options.profile_file_prefix = str(path.with_suffix("")) + "_profile"
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for image in images:
+        session.run(None, {name: np.ascontiguousarray(image)})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
+    warm_end = runs[0][1]
+    totals = dict.fromkeys(ORT_PARTS, 0.0)
+    for event in events:
+        kernel = event.get("cat") == "Node" and event["name"].endswith("_kernel_time")
+        if kernel and event["ts"] >= warm_end:
+            totals[_part(event["name"])] += event["dur"]
+    return {part: us / 1000 / (len(runs) - 1) for part, us in totals.items()}
+
+
+def _part(node: str) -> str:
+    return next((part for key, part in NODE_PARTS.items() if key in node), "rest")
 
 
 def _runtimes() -> list[str]:
@@ -183,13 +223,15 @@ def _trainer(model: torch.nn.Module, train: dict):
 
 
 def _print(rows: dict, *, batch: int, args) -> None:
-    keys = [*COLUMNS, *_runtimes(), "train_img_s"]
+    keys = [*COLUMNS, *_runtimes(), *(f"ort_{p}" for p in ORT_PARTS), "train_img_s"]
     heads = ["params (M)", "GFLOPs", "trunk", "FPN", "head",
              *(f"{k[:-2].replace('ort', 'ORT')} {k[-2]} thr ms" for k in _runtimes()),
+             *(f"ORT ms {p}" for p in ORT_PARTS),
              f"train img/s (batch {batch})"]  # fmt: skip
     print(f"\nlatency: p50 of {args.runs} images, median of {args.rounds} rounds; training: "
           f"{args.train_steps} steps per round on {args.train_threads or 'all'} threads; "
-          f"score threshold {args.score_threshold}\n")  # fmt: skip
+          f"score threshold {args.score_threshold}; ORT ms per part: ONNX Runtime's "
+          f"profile, 1 thread, {args.runs} images (rest: resize, decode, NMS)\n")  # fmt: skip
     print("| candidate | input px | " + " | ".join(heads) + " |")
     print("|---|---|" + "---|" * len(heads))
     for name, row in rows.items():

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -300,6 +301,19 @@ def test_tiles_off_set_and_wrong(tmp_path, data):
             train_dataset=large,
             world_size=2,
         )
+
+
+def test_a_tiled_model_caps_the_merged_image_at_its_densest_full_image(tmp_path):
+    """130-150 dots per 1200-1800 px image: each 416 px tile holds far fewer, but the merged
+    full image keeps them all (postprocess.max_detections from the full images)."""
+    dataset = manifest.load_dataset(_large_images(tmp_path / "large", boxes=(130, 151)))
+    model = {**AUTO_MODEL, "min_size": "auto", "max_size": "auto", "tiles": "auto"}
+    plan = _plan_on(dataset, model)
+    densest = max(Counter(a["image_id"] for a in dataset["annotations"]).values())
+    assert plan.tiles is not None and densest > 130
+    assert plan.postprocess.max_detections == plan.tiles["max_detections"] == densest
+    reason = plan.choices["postprocess.max_detections"]["reason"]
+    assert reason.startswith("tiled: the merged full image is capped") and str(densest) in reason
 
 
 def _plan_on(dataset, model):

@@ -175,6 +175,8 @@ def _plan(model_config, postprocess, options, train_dataset, val_dataset, world_
         options, steps_per_epoch=steps, images=len(train_dataset["images"])
     )
     choices = {**tile_choices, **found.pop("auto"), **schedule}
+    if tiling and postprocess.max_detections == AUTO:
+        resolved = _merged_image_cap(resolved, tiling["max_detections"], choices)
     return TrainingPlan(
         model=MappingProxyType(dict(config)),
         postprocess=resolved,
@@ -213,6 +215,20 @@ def _tiling(model_config: dict, train_dataset: dict, val_dataset: dict | None, *
     merge = TileSettings(spec.size, spec.overlap).to_dict()  # its default merge across tiles
     record = {**cut, **merge, "max_detections": max(DEFAULT_MAX_DETECTIONS, densest)}
     return config, {**record, "counts": counts}, choices, tiled_train, tiled_val
+
+
+def _merged_image_cap(resolved, full_images: int, choices: dict):
+    """A tiled model's ``postprocess.max_detections`` caps the merged full image too: at
+    least ``full_images`` (the tiles record's: the densest full train or val image, at least
+    100), not only the densest tile's count."""
+    if resolved.max_detections >= full_images:
+        return resolved
+    choices["postprocess.max_detections"] = {
+        "value": full_images,
+        "reason": f"tiled: the merged full image is capped; the densest full train or val "
+        f"image has {full_images} boxes",
+    }
+    return dataclasses.replace(resolved, max_detections=full_images)
 
 
 def _densest(dataset: dict | None) -> int:
