@@ -7,8 +7,8 @@ runs the real pipeline up to ``split``, plants 20 label errors in the val and te
 then runs ``dvc repro train`` (augment, train with the default recipe, evaluate) and reports how
 many planted errors are among the top ``--top`` candidates of
 ``reports/evaluate/label_issues.json`` (recall: found / 20) and how many of those candidates
-are planted (precision: planted / candidates in the top ``--top``; the list is bounded by
-cleanlab's per-class thresholds, so it may hold fewer).
+are planted (precision: planted / candidates in the top ``--top``; the list holds only the
+boxes the model confidently disagrees with, so it may hold fewer).
 
 Planting touches only val and test, so the train split, and with it training, is the one of
 the unplanted pipeline, up to which epoch val picks as best: ``--model models/train/best.pt``

@@ -13,7 +13,7 @@ from detflow.data.torch_dataset import DetectionDataset
 from detflow.evaluate.bootstrap import bootstrap_ci
 from detflow.evaluate.cost import model_cost
 from detflow.evaluate.inference import EvaluateOptions, detect_dataset
-from detflow.evaluate.label_issues import confident_score, find_label_issues, issue_thresholds
+from detflow.evaluate.label_issues import confident_score, find_label_issues
 from detflow.evaluate.metrics import Evaluation, to_coco_results
 from detflow.evaluate.tide import error_breakdown
 from detflow.model.postprocess_config import PostprocessOptions
@@ -23,7 +23,9 @@ from detflow.model.postprocess_config import PostprocessOptions
 class Insight:
     """``metrics``: keys added to the evaluate metrics (``map50_ci``, ``map50_95_ci``,
     ``per_class_map50_ci``, ``bootstrap``, ``errors``, ``cost``, ``label_issues``: counts,
-    ``label_issue_thresholds``: split → class → the bar of the candidates).
+    ``label_issue_confidence``: the score from which a detection is confident,
+    ``label_issue_thresholds``: split → class → that bar, as held to each class's
+    detections).
     ``issues``: label-issue candidates, best first (see
     :func:`detflow.evaluate.label_issues.find_label_issues`). ``datasets``: split name →
     the :class:`DetectionDataset` the issues refer to. ``predictions``: split name → image
@@ -72,13 +74,9 @@ def analyse(
     for split in ("val", "test"):
         if split in datasets:
             dataset = datasets[split].dataset
-            thresholds[split] = issue_thresholds(dataset, predictions[split])
+            thresholds[split] = dict.fromkeys(datasets[split].class_names, confidence)
             issues += find_label_issues(
-                dataset,
-                predictions[split],
-                split=split,
-                confidence=confidence,
-                thresholds=thresholds[split],
+                dataset, predictions[split], split=split, confidence=confidence
             )
     issues.sort(key=lambda r: (r["score"], r["split"], r["image_id"]))
     metrics["label_issues"] = {

@@ -1,35 +1,42 @@
 """Which labels are likely wrong: cleanlab's object-detection scores (ObjectLab) on splits
-the model did not train on, thresholded as cleanlab's own ``find_label_issues`` does.
+the model did not train on, listed by confident learning's rule (Northcutt et al. 2021) for
+boxes: a label is a candidate only when a detection the model is confident of contradicts it.
 
-Three kinds of candidate, each with cleanlab's per-box quality score in [0, 1] (lower: more
-likely a label error), ranked together, lowest first. A box is a candidate only when its
-score is at or below its class's threshold (:func:`issue_thresholds`: the class's AP on the
-split, scaled by cleanlab's constants), so the list holds the boxes worth opening, not every
-box scoring below 1:
+Confident: a detection scoring at least ``confidence`` (:func:`confident_score`: confident
+learning's threshold, the mean score of the model's right detections on val). Match: IoU >=
+:data:`MATCH_IOU` (0.5), what makes a detection right in evaluate's AP50. A label that a
+confident detection of its class matches is *confirmed* and never listed; a confident
+detection that matches a label of its class is *explained* and is evidence against no other
+box (a person holding a dog: the dog's detection does not make the person a swap). The
+unexplained confident detections then give three kinds of candidate, the off-diagonal cells
+of confident learning's confident joint, with the match in place of the label's class:
 
-- ``overlooked``: a confident detection (score >= ``confidence``, cleanlab's
-  high-probability threshold) that
-  overlaps no label at all: a box the labeller probably missed (box: the detection);
-- ``swapped``: a label whose place holds a confident detection of another class (box: the
-  label, ``class``: the label's class, ``suggested``: the detected class);
-- ``badly_located``: a label that the detections of its class overlap only poorly (box: the
-  label).
+- ``overlooked``: an unexplained confident detection that overlaps no label at all: a box the
+  labeller probably missed (box: the detection; ``class``: the detected class);
+- ``swapped``: an unconfirmed label that an unexplained confident detection of another class
+  matches (box: the label, ``class``: the label's class, ``suggested``: the detected class);
+- ``badly_located``: an unconfirmed label that unexplained confident detections of its class
+  overlap, each at IoU < 0.5 (box: the label).
 
-A label box gets one candidate (its lower-scoring kind). Boxes are COCO ``xywh`` px in the
-records; cleanlab gets ``xyxy`` px, classes ``0..K-1``, and per image one ``[M_k, 5]`` array
-``(x1, y1, x2, y2, score)`` of detections per class. Ignored ground truth is left out of the
-labels, and an overlooked candidate over an ignored box is dropped.
+So the data bound the list: its length is the number of boxes the model confidently
+disagrees with, few on a clean split with a good model, and a box that merely scores below
+1 is not listed. Candidates are ranked by cleanlab's per-box quality score in [0, 1] (lower:
+more likely a label error) over the unexplained confident detections, lowest first:
+overlooked ≈ 0 (similarity to the nearest label of the class, none overlapping), swapped =
+1 − similarity to the closest such detection of another class, badly located = similarity to
+the best one of its class (similarity: 0.9 IoU + 0.1 centre closeness), so the three share
+one scale: how far the model's confident box is from the label. A label gets one candidate
+(its lower-scoring kind).
+
+Boxes are COCO ``xywh`` px in the records; cleanlab gets ``xyxy`` px, classes ``0..K-1``,
+and per image one ``[M_k, 5]`` array ``(x1, y1, x2, y2, score)`` of detections per class.
+Ignored ground truth is left out of the labels, and an overlooked candidate over an ignored
+box is dropped.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from cleanlab.internal.constants import (
-    AP_SCALE_FACTOR,
-    BADLOC_THRESHOLD_FACTOR,
-    OVERLOOKED_THRESHOLD_FACTOR,
-    SWAP_THRESHOLD_FACTOR,
-)
 from cleanlab.object_detection.rank import (
     compute_badloc_box_scores,
     compute_overlooked_box_scores,
@@ -38,55 +45,30 @@ from cleanlab.object_detection.rank import (
 
 from detflow.core.boxes import box_iou, xywh_to_xyxy, xyxy_to_xywh
 from detflow.data import manifest
-from detflow.evaluate.metrics import coco_metrics, empty_predictions, match_image, to_coco_results
+from detflow.evaluate.metrics import empty_predictions, match_image
 
 KINDS = ("overlooked", "swapped", "badly_located")
 CLEANLAB_CONFIDENCE = 0.95  # cleanlab's high_probability_threshold
-# cleanlab.object_detection.filter.find_label_issues: a box is an issue when its score is at
-# or below (its class's AP) × AP_SCALE_FACTOR × the factor of its kind
-FACTORS = {
-    "overlooked": OVERLOOKED_THRESHOLD_FACTOR,
-    "swapped": SWAP_THRESHOLD_FACTOR,
-    "badly_located": BADLOC_THRESHOLD_FACTOR,
-}
-
-
-def issue_thresholds(dataset: dict, predictions: dict[int, dict]) -> dict[str, float]:
-    """Class name → the score at or below which a box of that class is a label issue,
-    before the kind's factor: the class's AP (COCO mAP50-95 of ``predictions`` on
-    ``dataset``, the split under review) × cleanlab's ``AP_SCALE_FACTOR`` (0.25), the rule of
-    cleanlab's ``find_label_issues`` for detection (it multiplies by 0.8 per kind:
-    :data:`FACTORS`). A class the model finds well gets a higher bar; a class without labels
-    on the split gets 0 (only boxes scoring 0 stay). ``predictions``: image id → ``boxes``
-    ``[N, 4]`` xyxy px, ``labels``, ``scores``."""
-    detections = [
-        record
-        for image_id, p in predictions.items()
-        for record in to_coco_results(image_id, p["boxes"], p["labels"], p["scores"])
-    ]
-    per_class = coco_metrics(dataset, detections)["per_class_map50_95"]
-    return {
-        name: round(per_class.get(name, 0.0) * AP_SCALE_FACTOR, 6)
-        for name in manifest.class_names(dataset)
-    }
+MATCH_IOU = 0.5  # a detection matches a box from this IoU (what makes it right in AP50)
 
 
 def confident_score(dataset: dict, predictions: dict[int, dict]) -> float:
     """``evaluate.issue_confidence: auto``: the mean score of the model's right detections on
     ``dataset`` (a split it did not train on; right: matching a label of their class at IoU
-    >= 0.5, greedy, highest score first). This is confident learning's threshold (a class's
-    average self-confidence, Northcutt et al. 2021) pooled over classes: a detection scored
-    at least as high as the model scores what it gets right is confident. A model whose scores
-    run low gets a lower bar than cleanlab's fixed 0.95, one whose scores run high a higher
-    one; cleanlab's 0.95 when nothing matches. ``predictions``: image id → ``boxes`` ``[N, 4]``
-    xyxy px, ``labels``, ``scores``."""
+    >= :data:`MATCH_IOU`, greedy, highest score first). This is confident learning's
+    threshold (a class's average self-confidence, Northcutt et al. 2021) pooled over classes:
+    a detection scored at least as high as the model scores what it gets right is confident.
+    Pooled, because a per-class mean over a split of a few dozen images swings by 0.1 (dogs
+    in ``bench/planted_label_errors.py``'s thermal splits: 0.67 on val, 0.76 on test). A
+    model whose scores run low gets a lower bar than cleanlab's fixed 0.95, one whose scores
+    run high a higher one; cleanlab's 0.95 when nothing matches. ``predictions``: image id →
+    ``boxes`` ``[N, 4]`` xyxy px, ``labels``, ``scores``."""
     labels, preds, _ = cleanlab_inputs(dataset, predictions)
     right = []
     for label, per_class in zip(labels, preds, strict=True):
-        rows = np.concatenate(per_class) if per_class else np.zeros((0, 5))
-        classes = np.concatenate([np.full(len(p), k) for k, p in enumerate(per_class)] or [[]])
+        rows, classes = _stack(per_class)
         matched = match_image(
-            label["bboxes"], label["labels"], rows[:, :4], classes, rows[:, 4], iou=0.5
+            label["bboxes"], label["labels"], rows[:, :4], classes, rows[:, 4], iou=MATCH_IOU
         )
         right += [float(v) for v in rows[matched >= 0, 4]]
     return round(float(np.mean(right)), 6) if right else CLEANLAB_CONFIDENCE
@@ -123,50 +105,87 @@ def find_label_issues(
     predictions: dict[int, dict],
     *,
     split: str,
-    confidence: float = 0.95,
-    thresholds: dict[str, float] | None = None,
+    confidence: float = CLEANLAB_CONFIDENCE,
 ) -> list[dict]:
     """The candidates of ``dataset`` (module docstring), lowest score first: ``{"split",
     "image", "image_id", "kind", "score", "box" (xywh px), "class"}`` (+ ``suggested`` for a
-    swap). ``confidence``: the score from which a detection counts as confident for
-    overlooked and swapped boxes (cleanlab's ``high_probability_threshold``, default 0.95).
-    ``thresholds``: class name → bar (:func:`issue_thresholds`, measured here when None); a
-    box is a candidate when its score is at or below its class's bar × its kind's factor."""
+    swap). ``confidence``: the score from which a detection is confident, for every class
+    (:func:`confident_score`; cleanlab's ``high_probability_threshold``, default 0.95)."""
     labels, preds, ignored = cleanlab_inputs(dataset, predictions)
     if not labels:
         return []
-    if thresholds is None:
-        thresholds = issue_thresholds(dataset, predictions)
-    overlooked = compute_overlooked_box_scores(
-        labels=labels, predictions=preds, high_probability_threshold=confidence
-    )
-    swapped = compute_swap_box_scores(
-        labels=labels, predictions=preds, high_probability_threshold=confidence
-    )
-    badloc = compute_badloc_box_scores(labels=labels, predictions=preds)
     names = manifest.class_names(dataset)
+    confident = [[rows[rows[:, 4] >= confidence] for rows in per_class] for per_class in preds]
+    evidence = [_evidence(label, c) for label, c in zip(labels, confident, strict=True)]
+    scores = _cleanlab_scores(labels, [unexplained for unexplained, _ in evidence])
     records = []
     for i, image in enumerate(dataset["images"]):
         base = {"split": split, "image": image["file_name"], "image_id": image["id"]}
-        records += _label_candidates(base, labels[i], preds[i], swapped[i], badloc[i], names)
-        records += _overlooked_candidates(base, preds[i], overlooked[i], ignored[i], names)
-    records = [r for r in records if r["score"] <= thresholds[r["class"]] * FACTORS[r["kind"]]]
+        label_scores = scores["swapped"][i], scores["badly_located"][i]
+        records += _label_candidates(base, labels[i], evidence[i], label_scores, names)
+        records += _overlooked_candidates(
+            base, evidence[i][0], scores["overlooked"][i], ignored[i], names
+        )
     return sorted(records, key=lambda r: (r["score"], r["split"], r["image_id"]))
 
 
-def _label_candidates(base, label, pred, swap_scores, badloc_scores, names) -> list[dict]:
-    """One candidate per label box that has a finite score below 1 (its lower kind)."""
+def _evidence(label: dict, confident: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """One image's confident detections that no label of their class explains (IoU <
+    :data:`MATCH_IOU` with each), per class as cleanlab takes them, and per label whether a
+    confident detection of its class matches it (the model confirms it)."""
+    unexplained, confirmed = [], np.zeros(len(label["labels"]), dtype=bool)
+    for k, rows in enumerate(confident):
+        mine = label["labels"] == k
+        hits = box_iou(label["bboxes"][mine], rows[:, :4]) >= MATCH_IOU  # [L_k, D_k]
+        confirmed[mine] = hits.any(axis=1)
+        unexplained.append(rows[~hits.any(axis=0)])
+    return unexplained, confirmed
+
+
+def _cleanlab_scores(labels: list, evidence: list) -> dict[str, list[np.ndarray]]:
+    """cleanlab's per-box scores of each kind over ``evidence`` (per image and class, the
+    unexplained confident detections; cleanlab's probability thresholds at 0: every one given
+    counts). The swap score is the distance to the other class's detection, without
+    cleanlab's floor for a label that overlaps a label of another class."""
+    return {
+        "overlooked": compute_overlooked_box_scores(
+            labels=labels, predictions=evidence, high_probability_threshold=0.0
+        ),
+        "swapped": compute_swap_box_scores(
+            labels=labels,
+            predictions=evidence,
+            high_probability_threshold=0.0,
+            overlapping_label_check=False,
+        ),
+        "badly_located": compute_badloc_box_scores(
+            labels=labels, predictions=evidence, low_probability_threshold=0.0
+        ),
+    }
+
+
+def _label_candidates(base, label, evidence, scores, names) -> list[dict]:
+    """One candidate per label box that the model does not confirm and its unexplained
+    confident detections contradict (module docstring), of its lower-scoring kind;
+    ``evidence``: :func:`_evidence`; ``scores``: cleanlab's (swap, badloc) per label."""
+    unexplained, confirmed = evidence
+    rows, classes = _stack(unexplained)
+    overlap = box_iou(label["bboxes"], rows[:, :4])  # [L, D]
     out = []
     for j, (box, k) in enumerate(zip(label["bboxes"], label["labels"], strict=True)):
-        scores = {"swapped": swap_scores[j], "badly_located": badloc_scores[j]}
-        scores = {kind: float(s) for kind, s in scores.items() if np.isfinite(s) and s < 1}
-        if not scores:
+        if confirmed[j]:
             continue
-        kind = min(scores, key=scores.get)
-        record = {**base, "kind": kind, "score": round(scores[kind], 6)}
+        own, kinds = classes == k, {}
+        if (overlap[j, ~own] >= MATCH_IOU).any():
+            kinds["swapped"] = float(scores[0][j])
+        if (overlap[j, own] > 0).any():
+            kinds["badly_located"] = float(scores[1][j])
+        if not kinds:
+            continue
+        kind = min(kinds, key=kinds.get)
+        record = {**base, "kind": kind, "score": round(kinds[kind], 6)}
         record |= {"box": _xywh(box), "class": names[int(k)]}
         if kind == "swapped":
-            record["suggested"] = _suggested(box, int(k), pred, names)
+            record["suggested"] = _suggested(box, int(k), unexplained, names)
         out.append(record)
     return out
 
@@ -175,14 +194,13 @@ def _overlooked_candidates(base, pred, scores, ignored, names) -> list[dict]:
     """One candidate per confident detection that overlaps no label (cleanlab's order of
     detections: class by class), the best scoring of overlapping ones, none over an
     ignored box."""
-    boxes = np.concatenate([p[:, :4] for p in pred]) if pred else np.zeros((0, 4))
-    classes = np.concatenate([np.full(len(p), k) for k, p in enumerate(pred)]) if pred else []
+    boxes, classes = _stack(pred)
     order = [d for d in np.argsort(scores, kind="stable") if np.isfinite(scores[d])]
     kept: list[int] = []
     for d in order:
-        if kept and (box_iou(boxes[[d]], boxes[kept]) > 0.5).any():
+        if kept and (box_iou(boxes[[d], :4], boxes[kept, :4]) > 0.5).any():
             continue
-        if len(ignored) and (box_iou(boxes[[d]], ignored) > 0.5).any():
+        if len(ignored) and (box_iou(boxes[[d], :4], ignored) > 0.5).any():
             continue
         kept.append(d)
     return [
@@ -190,7 +208,7 @@ def _overlooked_candidates(base, pred, scores, ignored, names) -> list[dict]:
             **base,
             "kind": "overlooked",
             "score": round(float(scores[d]), 6),
-            "box": _xywh(boxes[d]),
+            "box": _xywh(boxes[d, :4]),
             "class": names[int(classes[d])],
         }
         for d in kept
@@ -208,6 +226,15 @@ def _suggested(box, label: int, pred: list[np.ndarray], names: list[str]) -> str
             if score > best_score:
                 best, best_score = names[k], float(score)
     return best
+
+
+def _stack(per_class: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One image's detections ``[D, 5]`` (x1, y1, x2, y2, score), class by class, and their
+    classes ``[D]``."""
+    if not per_class:
+        return np.zeros((0, 5)), np.zeros(0, dtype=np.int64)
+    classes = np.concatenate([np.full(len(p), k, dtype=np.int64) for k, p in enumerate(per_class)])
+    return np.concatenate(per_class).reshape(-1, 5), classes
 
 
 def _xywh(box) -> list[float]:
