@@ -185,26 +185,10 @@ def _small_boxes(side: float, *, images: int = 6, per_image: int = 12):
 AUTO_SIZE_MODEL = {**AUTO_MODEL, "min_size": "auto", "max_size": "auto"}
 
 
-def test_auto_input_size_goes_down_to_320_when_objects_are_large():
+def test_auto_input_size_stays_at_416_when_the_model_matches_the_boxes():
     config, _, choices, check = _resolve(_dataset([1, 2], [0, 0, 128, 128]), config=AUTO_SIZE_MODEL)
-    assert (config["min_size"], config["max_size"]) == (320, 320)
-    reason = choices["model.min_size"]["reason"]
-    assert reason.startswith("best possible recall 1.000 at 416 px; objects large: at 320 px")
-    assert "0.0% of boxes under 16 px (at most 1%)" in reason
-    assert check["data"]["input_size"] == [320, 320]  # the report is at the chosen size
-
-
-FCOS_AUTO_SIZE = {"name": "fcos_mobilenet_v2", "backbone_weights": "none"}
-FCOS_AUTO_SIZE |= {"min_size": "auto", "max_size": "auto"}
-
-
-def test_auto_input_size_stays_at_416_when_320_would_make_objects_small():
-    # 20² boxes: matched by FCOS's stride-8 level at 416 px, but 15 px at 320 px
-    config, _, choices, check = _resolve(_small_boxes(20), config=FCOS_AUTO_SIZE)
     assert (config["min_size"], config["max_size"]) == (416, 416)
-    reason = choices["model.min_size"]["reason"]
-    assert reason.startswith("best possible recall 1.000 >= 0.75; smaller leaves objects too")
-    assert "at 320 px 100.0% of boxes under 16 px" in reason
+    assert choices["model.min_size"]["reason"] == "best possible recall 1.000 >= 0.75"
     assert check["data"]["input_size"] == [416, 416]
 
 

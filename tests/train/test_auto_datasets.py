@@ -1,8 +1,7 @@
 """The ``auto`` choices on datasets of different character, CI-sized (no training): the real
-raccoon set (1-3 medium-to-large objects) and the bundled set train FCOS at 320 px (their
-objects are large); a generated dense set (many small touching objects,
-``bench/dataset_table.py``'s generator) makes the single-level Faster R-CNN grow its input,
-while FCOS matches its boxes at 416 px and keeps it."""
+raccoon set (1-3 medium-to-large objects) and the bundled set train FCOS at 416 px; a
+generated dense set (many small touching objects, ``bench/dataset_table.py``'s generator)
+makes the single-level Faster R-CNN grow its input, while FCOS matches its boxes at 416 px."""
 
 from __future__ import annotations
 
@@ -95,8 +94,7 @@ def _chosen(dataset: dict, **given) -> tuple[dict, dict]:
 def test_auto_model_picks_fcos_for_raccoon(shared_datasets, tmp_path):
     dataset = _collected({"format": "voc", "path": str(shared_datasets / "raccoon")}, tmp_path)
     config, check = _chosen(dataset)
-    assert config["name"] == "fcos_mobilenet_v2" and config["min_size"] == 320  # large objects
-    assert "objects large: at 320 px 0.0% of boxes" in check["auto"]["model.min_size"]["reason"]
+    assert config["name"] == "fcos_mobilenet_v2" and config["min_size"] == 416
     assert list(check["best_possible_recall_by_model"]) == ["fcos_mobilenet_v2"]
     assert check["best_possible_recall"] >= 0.95
     assert check["auto"]["model.name"]["reason"].startswith("best possible recall ")
@@ -115,8 +113,6 @@ def test_auto_model_picks_fcos_for_small_touching_objects(tmp_path):
         "max_size": 416,
     }
     assert check["best_possible_recall_by_model"]["fcos_mobilenet_v2"] >= 0.95
-    small = check["auto"]["model.min_size"]["reason"]  # 12-64 px objects: 320 px shrinks them
-    assert "smaller leaves objects too small: at 320 px" in small, small
     assert "anchor_sizes" not in str(check["auto"])  # the chosen model's choices only
     assert plan.metrics()["auto"]["name"] == "fcos_mobilenet_v2"
     assert plan.tiles is None and plan.metrics()["auto"]["tiles"] == "off"
@@ -135,7 +131,7 @@ def test_auto_model_picks_fcos_for_the_bundled_set(thermal_source, tmp_path):
     Faster R-CNN, asked for, keeps the values the bundled set was tuned with."""
     dataset = _collected({"format": "yolo", "path": str(thermal_source)}, tmp_path)
     config, check = _chosen(dataset)
-    assert config == {**AUTO, "name": "fcos_mobilenet_v2", "min_size": 320, "max_size": 320}
+    assert config == {**AUTO, "name": "fcos_mobilenet_v2", "min_size": 416, "max_size": 416}
     assert check["auto"]["model.tiles"]["value"] == "off"
     assert check["best_possible_recall"] >= 0.95
     faster_rcnn, faster_rcnn_check = _choices(DEFAULT, dataset)

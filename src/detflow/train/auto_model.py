@@ -4,14 +4,10 @@
 In order (each step sees the previous one's result):
 
 - ``model.min_size`` / ``model.max_size`` (input size): 416 px (``DEFAULT_INPUT_SIZE``) while
-  the model's best possible recall there is at least :data:`LOW_RECALL`, or smaller where the
-  objects are large: the smallest of :data:`SMALLER_INPUTS` (320 px costs 0.59× the compute of
-  416 px) at which at most :data:`MAX_SMALL_SHARE` of the boxes fall under
-  :data:`SMALL_OBJECT_PX` and the recall stays within :data:`RECALL_KEPT` of 416 px's. Below
-  :data:`LOW_RECALL` (objects too small for the model's strides at 416 px) the smallest of
-  :data:`LARGER_INPUTS` — the CPU budget: 640 px costs about 2.4× the compute of 416 px — at
-  which the recall (with anchors fitted, where they are ``auto``) reaches it, else the one
-  that raises it most.
+  the model's best possible recall there is at least :data:`LOW_RECALL`; below it (objects too
+  small for the model's strides at that size) the smallest of :data:`LARGER_INPUTS` — the CPU
+  budget: 640 px costs about 2.4× the compute of 416 px — at which the recall (with anchors
+  fitted, where they are ``auto``) reaches it, else the one that raises it most.
 - ``model.anchor_sizes`` / ``model.anchor_aspect_ratios``: the defaults while the recall is at
   least :data:`LOW_RECALL`; below it, fitted to the boxes (:func:`~detflow.train.data_check.
   fit_anchors`) when the fitted anchors match more boxes.
@@ -23,10 +19,9 @@ In order (each step sees the previous one's result):
 
 from __future__ import annotations
 
-import numpy as np
 from torch import nn
 
-from detflow.data.box_stats import box_sizes, data_report, input_boxes
+from detflow.data.box_stats import data_report, input_boxes
 from detflow.model.build import AUTO, SSD_FIXED_SIZES, set_postprocess
 from detflow.model.mobilenet import ANCHOR_ASPECT_RATIOS, ANCHOR_SIZES, ROIS_PER_IMAGE
 from detflow.model.postprocess_config import DEFAULT_MAX_DETECTIONS, PostprocessOptions
@@ -45,12 +40,6 @@ from detflow.train.data_check import (
 # there): the bundled thermal set measures 0.80 with the default anchors and trains well.
 LOW_RECALL = 0.75
 LARGER_INPUTS = (512, 640)
-# Smaller inputs where objects are large (issue 38: measured 3 seeds × 3 datasets at 320 px,
-# docs/benchmarks.md "A lighter default"); 256 px and below were not measured.
-SMALLER_INPUTS = (320,)
-SMALL_OBJECT_PX = 16.0  # sqrt(w·h) at the input: two strides of FCOS's finest level (8 px)
-MAX_SMALL_SHARE = 0.01  # a smaller input may leave at most this share of boxes under it
-RECALL_KEPT = 0.005  # … and lose at most this much best possible recall against 416 px
 MIN_GAIN = 0.05  # a larger input that reaches no LOW_RECALL must raise the recall this much
 ANCHOR_KEYS = ("anchor_sizes", "anchor_aspect_ratios")
 
@@ -108,7 +97,7 @@ def _input_size_for_recall(config, model, dataset, check) -> tuple[int, str]:
     """The input size and its reason (see the module doc)."""
     base = input_size(model)["min_size"]
     if check["best_possible_recall"] >= LOW_RECALL:
-        return _smaller_input(config, model, dataset, check["best_possible_recall"])
+        return base, f"best possible recall {check['best_possible_recall']:.3f} >= {LOW_RECALL}"
     base_recall = _best_recall(config, model, dataset)
     tried = {}
     for size in LARGER_INPUTS:
@@ -128,35 +117,6 @@ def _input_size_for_recall(config, model, dataset, check) -> tuple[int, str]:
         f"best possible recall {base_recall:.3f} at {base} px < {LOW_RECALL}, but larger "
         f"inputs raise it by less than {MIN_GAIN}: {listed}"
     )
-
-
-def _smaller_input(config, model, dataset, recall: float) -> tuple[int, str]:
-    """The smallest of :data:`SMALLER_INPUTS` that keeps the objects large enough (see the
-    module doc), else the model's own input size; with the reason."""
-    base = input_size(model)["min_size"]
-    size, reason = base, f"best possible recall {recall:.3f} >= {LOW_RECALL}"
-    for smaller in sorted((s for s in SMALLER_INPUTS if s < base), reverse=True):
-        _set_input_size(model, smaller, max_size=config.get("max_size"))
-        images = input_boxes(dataset, **input_size(model))
-        small, there = _small_share(images), best_possible_recall(model, images)
-        _set_input_size(model, base, max_size=config.get("max_size"))
-        seen = (
-            f"at {smaller} px {small:.1%} of boxes under {SMALL_OBJECT_PX:g} px "
-            f"(at most {MAX_SMALL_SHARE:.0%}), best possible recall {there:.3f}"
-        )
-        if small > MAX_SMALL_SHARE or there < recall - RECALL_KEPT:
-            return size, f"{reason}; smaller leaves objects too small: {seen}"
-        size = smaller
-        reason = f"best possible recall {recall:.3f} at {base} px; objects large: {seen}"
-    return size, reason
-
-
-def _small_share(images) -> float:
-    """Share of boxes with ``sqrt(w·h)`` under :data:`SMALL_OBJECT_PX` (input pixels)."""
-    widths, heights = box_sizes(images)
-    if not len(widths):
-        return 0.0
-    return float((np.sqrt(np.clip(widths * heights, 0, None)) < SMALL_OBJECT_PX).mean())
 
 
 def _best_recall(config, model, dataset) -> float:

@@ -21,12 +21,12 @@ from __future__ import annotations
 from detflow.core.errors import ConfigError
 from detflow.data.tiles import TileSpec, box_and_image_sizes, check_tiles, choose_tiles
 from detflow.model.build import AUTO, DEFAULT_INPUT_SIZE
-from detflow.train.auto_model import LARGER_INPUTS, SMALL_OBJECT_PX
+from detflow.train.auto_model import LARGER_INPUTS
 
 # sqrt(w·h) at the input under which a box is small for the default FCOS: two strides of its
 # finest level (8 px), where a box holds about one feature location inside FCOS's centre
 # radius; choose_tiles tiles when more than a quarter of the boxes are under it.
-MIN_OBJECT_PX = SMALL_OBJECT_PX
+MIN_OBJECT_PX = 16.0
 MIN_VISIBLE = 0.5  # a cut box keeps its clipped part at this share visible, else ignored
 EMPTY_RATE = 0.1  # tiles without a box kept for training (background), drawn by the seed
 
