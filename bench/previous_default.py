@@ -1,11 +1,12 @@
-"""Issue 38's latency acceptance, side by side in one run: the deployed model of this
-checkout (``models/deploy``, what optimize picked) and its ORT FP32 export against the previous
-default's ORT FP32 export (FCOS with a standard 128-channel head at 416 px, 7.5 GFLOPs).
+"""Issue 38's latency acceptance, side by side in one run: a model's deployed form
+(``--deployed``, what optimize picked; default this checkout's ``models/deploy``) and its ORT
+FP32 export (``--current``) against another model's ORT FP32 export (``--previous``: today's
+default, FCOS with a standard 128-channel head at 416 px, 7.5 GFLOPs).
 
 Every detector runs on the same val images, batch 1, on ``--threads`` threads, in
 ``--rounds`` interleaved rounds, the order reversed every other round
 (:func:`detflow.deploy.latency_rounds.time_in_rounds`); prints each one's p50 / p95 and its
-ratio to the previous default's ORT FP32, with the CPU's instruction sets. The previous
+ratio to the ``--previous`` ORT FP32, with the CPU's instruction sets. The previous
 export is any ONNX file of that model, e.g. from the commit before the change:
 ``dvc get . models/export/model.onnx --rev 365edd0 -o /tmp/previous.onnx`` (or its DVC cache).
 On a CPU with AVX-512 run it again with ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN, which
@@ -42,9 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     deployed = _deploy_model(args.deployed)
     paths = {
-        "previous default, ORT FP32": args.previous,
-        "new default, ORT FP32": args.current,
-        f"new default, deployed ({deployed.name})": deployed,
+        "previous, ORT FP32": args.previous,
+        "current, ORT FP32": args.current,
+        f"current, deployed ({deployed.name})": deployed,
     }
     detectors = {name: load_detector(path, threads=args.threads) for name, path in paths.items()}
     dataset = DetectionDataset(args.val)
@@ -59,7 +60,8 @@ def main() -> None:
           f"{', '.join(info['instruction_sets'] or ['unknown'])}; ONEDNN_MAX_CPU_ISA {isa}; "
           f"{info['packages']}")  # fmt: skip
     print(f"{count} val images, batch 1, {args.threads or 'all'} threads, {args.rounds} rounds\n")
-    base = timed["previous default, ORT FP32"]["latency_ms_p50"]
+    base = timed["previous, ORT FP32"]["latency_ms_p50"]
+    print(f"previous: {args.previous}; current: {args.current}; deployed: {deployed}")
     print("| model | p50 ms | p95 ms | p50 / previous ORT FP32 |")
     print("|---|---|---|---|")
     for name, row in timed.items():
