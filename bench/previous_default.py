@@ -25,8 +25,8 @@ from pathlib import Path
 
 from detflow.core.machine import machine_info
 from detflow.data.torch_dataset import DetectionDataset
-from detflow.deploy.detectors import load_detector
 from detflow.deploy.latency_rounds import time_in_rounds
+from detflow.deploy.runtime import model_file, open_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,13 +41,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="0: all cores")
     parser.add_argument("--images", type=int, default=0, help="0: every val image")
     args = parser.parse_args()
-    deployed = _deploy_model(args.deployed)
+    deployed = model_file(args.deployed)  # a folder's model.xml, else its model.onnx
     paths = {
         "previous, ORT FP32": args.previous,
         "current, ORT FP32": args.current,
         f"current, deployed ({deployed.name})": deployed,
     }
-    detectors = {name: load_detector(path, threads=args.threads) for name, path in paths.items()}
+    detectors = {name: open_model(path, threads=args.threads) for name, path in paths.items()}
     dataset = DetectionDataset(args.val)
     count = len(dataset) if args.images <= 0 else min(args.images, len(dataset))
     images = [dataset[index][0].numpy() for index in range(count)]
@@ -67,14 +67,6 @@ def main() -> None:
     for name, row in timed.items():
         p50, p95 = row["latency_ms_p50"], row["latency_ms_p95"]
         print(f"| {name} | {p50:.1f} | {p95:.1f} | {p50 / base:.3f} |")
-
-
-def _deploy_model(folder: Path) -> Path:
-    """The deployed model file in ``folder``: its OpenVINO IR or its ONNX file."""
-    found = sorted(folder.glob("model.xml")) or sorted(folder.glob("model.onnx"))
-    if not found:
-        raise SystemExit(f"{folder}: no model.xml or model.onnx; run dvc repro optimize first")
-    return found[0]
 
 
 if __name__ == "__main__":
