@@ -45,14 +45,23 @@ ANCHOR_KEYS = ("anchor_sizes", "anchor_aspect_ratios")
 
 
 def resolve_auto(
-    model_config: dict, postprocess: PostprocessOptions, model: nn.Module, check: dict, dataset
+    model_config: dict,
+    postprocess: PostprocessOptions,
+    model: nn.Module,
+    check: dict,
+    dataset,
+    *,
+    whole_image_boxes: int = 0,
 ) -> tuple[dict, PostprocessOptions, dict]:
     """Resolve every ``auto`` of ``model_config`` and ``postprocess`` from ``check`` (the
     :func:`~detflow.train.data_check.check_data` of ``model``, built with the defaults, on
     ``dataset``); returns the resolved model config, post-processing and the choices
     ``{key: {"value", "reason"}}``. ``model`` is set to the choices and ``check`` updated to
     them (``data`` at the chosen input size, ``best_possible_recall``, ``budgets``; the
-    defaults' recall stays as ``best_possible_recall_default``)."""
+    defaults' recall stays as ``best_possible_recall_default``). ``whole_image_boxes``: for a
+    model trained on tiles (``dataset`` then holds tiles), the densest full train or val
+    image's box count: its ``postprocess.max_detections`` caps the merged image, so it is at
+    least that."""
     config, choices = dict(model_config), {}
     check["best_possible_recall_default"] = check["best_possible_recall"]
     _resolve_input_size(config, model, check, dataset, choices)
@@ -68,7 +77,7 @@ def resolve_auto(
             f">= {ROIS_PER_IMAGE}, at most 512",
         }
     if postprocess.max_detections == AUTO:
-        postprocess = _resolve_max_detections(postprocess, model, check, choices)
+        postprocess = _resolve_max_detections(postprocess, model, check, choices, whole_image_boxes)
     check["budgets"] = budgets(model, check["data"], val_report=check["val"])
     check["auto"] = choices
     return config, postprocess, choices
@@ -179,9 +188,11 @@ def _resolve_anchors(config: dict, model: nn.Module, check: dict, dataset, choic
     check["best_possible_recall"] = recall
 
 
-def _resolve_max_detections(postprocess, model, check, choices) -> PostprocessOptions:
+def _resolve_max_detections(
+    postprocess, model, check, choices, whole_image_boxes: int
+) -> PostprocessOptions:
     densest = check["budgets"]["densest_boxes"]
-    value = max(DEFAULT_MAX_DETECTIONS, densest)
+    value = max(DEFAULT_MAX_DETECTIONS, densest, whole_image_boxes)
     postprocess = postprocess.with_max_detections(value)
     set_postprocess(
         model,
@@ -189,9 +200,11 @@ def _resolve_max_detections(postprocess, model, check, choices) -> PostprocessOp
         nms_iou=postprocess.nms_iou,
         max_detections=value,
     )
-    choices["postprocess.max_detections"] = {
-        "value": value,
-        "reason": f"the densest train or val image has {densest} boxes; at least "
-        f"{DEFAULT_MAX_DETECTIONS}",
-    }
+    if whole_image_boxes > max(DEFAULT_MAX_DETECTIONS, densest):
+        reason = "tiled: the merged full image is capped; the densest full train or val image"
+        reason += f" has {whole_image_boxes} boxes"
+    else:
+        reason = f"the densest train or val image has {densest} boxes; at least "
+        reason += f"{DEFAULT_MAX_DETECTIONS}"
+    choices["postprocess.max_detections"] = {"value": value, "reason": reason}
     return postprocess

@@ -139,8 +139,9 @@ def plan_training(
 
 def _plan(model_config, postprocess, options, train_dataset, val_dataset, world_size):
     class_names = manifest.class_names(train_dataset)
+    whole_image_boxes = max(_densest(train_dataset), _densest(val_dataset))
     model_config, tiling, tile_choices, train_dataset, val_dataset = _tiling(
-        model_config, train_dataset, val_dataset, seed=options.seed
+        model_config, train_dataset, val_dataset, seed=options.seed, densest=whole_image_boxes
     )
     if tiling and world_size > 1:
         raise ConfigError(
@@ -156,7 +157,12 @@ def _plan(model_config, postprocess, options, train_dataset, val_dataset, world_
         )
         found = data_check.check_data(skeleton, train_dataset, val_dataset=val_dataset)
         config, resolved, _ = auto_model.resolve_auto(
-            config, postprocess, skeleton, found, train_dataset
+            config,
+            postprocess,
+            skeleton,
+            found,
+            train_dataset,
+            whole_image_boxes=whole_image_boxes if tiling else 0,
         )
         return config, resolved, found
 
@@ -175,8 +181,6 @@ def _plan(model_config, postprocess, options, train_dataset, val_dataset, world_
         options, steps_per_epoch=steps, images=len(train_dataset["images"])
     )
     choices = {**tile_choices, **found.pop("auto"), **schedule}
-    if tiling and postprocess.max_detections == AUTO:
-        resolved = _merged_image_cap(resolved, tiling["max_detections"], choices)
     return TrainingPlan(
         model=MappingProxyType(dict(config)),
         postprocess=resolved,
@@ -188,11 +192,14 @@ def _plan(model_config, postprocess, options, train_dataset, val_dataset, world_
     )
 
 
-def _tiling(model_config: dict, train_dataset: dict, val_dataset: dict | None, *, seed: int):
+def _tiling(
+    model_config: dict, train_dataset: dict, val_dataset: dict | None, *, seed: int, densest: int
+):
     """``model.tiles`` (:mod:`detflow.train.auto_tiles`): the model config without it (its
     input size the tile's where tiled), the tiles record (None: whole images), the choices
     (none where the config has no ``tiles`` key), and the train and val datasets the rest
-    of the plan measures: their tiles where tiled (metadata only, no pixels)."""
+    of the plan measures: their tiles where tiled (metadata only, no pixels). ``densest``:
+    the most boxes on one full train or val image."""
     config = {k: v for k, v in model_config.items() if k != "tiles"}
     if "tiles" not in model_config:
         return config, None, {}, train_dataset, val_dataset
@@ -211,24 +218,9 @@ def _tiling(model_config: dict, train_dataset: dict, val_dataset: dict | None, *
         "value": spec.size,
         "reason": "the tile size: a tile enters the model without resizing",
     }
-    densest = max(_densest(train_dataset), _densest(val_dataset))
     merge = TileSettings(spec.size, spec.overlap).to_dict()  # its default merge across tiles
     record = {**cut, **merge, "max_detections": max(DEFAULT_MAX_DETECTIONS, densest)}
     return config, {**record, "counts": counts}, choices, tiled_train, tiled_val
-
-
-def _merged_image_cap(resolved, full_images: int, choices: dict):
-    """A tiled model's ``postprocess.max_detections`` caps the merged full image too: at
-    least ``full_images`` (the tiles record's: the densest full train or val image, at least
-    100), not only the densest tile's count."""
-    if resolved.max_detections >= full_images:
-        return resolved
-    choices["postprocess.max_detections"] = {
-        "value": full_images,
-        "reason": f"tiled: the merged full image is capped; the densest full train or val "
-        f"image has {full_images} boxes",
-    }
-    return dataclasses.replace(resolved, max_detections=full_images)
 
 
 def _densest(dataset: dict | None) -> int:
