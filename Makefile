@@ -33,7 +33,10 @@ $(BIN)/python:
 # INSTALLER=uv (default): uv installs the same pins, downloading and unpacking in parallel
 # (cold cache here: 21 s against pip's 88 s, docs/benchmarks.md); it reads no pip.conf, so
 # pip's configured indexes are passed on, and like pip it takes each pin from any of them.
-# INSTALLER=pip installs with pip alone.
+# INSTALLER=pip installs with pip alone. uv, unlike pip, compiles no bytecode unless told:
+# --compile-bytecode writes every .pyc once at install, so that the stages, dvc and the tests'
+# subprocesses do not recompile torch & co. from source at each start where
+# PYTHONDONTWRITEBYTECODE is set (a fresh clone's suite: 851 s without, docs/benchmarks.md).
 INSTALLER ?= uv
 PIP_SOURCES = $(shell $(BIN)/python -m pip config list 2>/dev/null \
 	| sed -nE "s/^[^.]*\.(index-url|extra-index-url|find-links)='(.*)'$$/\1 \2/p" \
@@ -43,7 +46,8 @@ $(STAMP): | $(BIN)/python
 ifeq ($(INSTALLER),uv)
 	$(BIN)/python -m pip install --quiet -c constraints.txt uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python $(PIP_SOURCES) \
-		--index-strategy unsafe-best-match -c constraints.txt -e ".[pipeline,serve,dev]"
+		--index-strategy unsafe-best-match --compile-bytecode -c constraints.txt \
+		-e ".[pipeline,serve,dev]"
 else
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[pipeline,serve,dev]"
 endif
