@@ -141,7 +141,7 @@ def _plan(model_config, postprocess, options, train_dataset, val_dataset, world_
     class_names = manifest.class_names(train_dataset)
     whole_image_boxes = max(_densest(train_dataset), _densest(val_dataset))
     model_config, tiling, tile_choices, train_dataset, val_dataset = _tiling(
-        model_config, train_dataset, val_dataset, seed=options.seed, densest=whole_image_boxes
+        model_config, train_dataset, val_dataset, seed=options.seed
     )
     if tiling and world_size > 1:
         raise ConfigError(
@@ -181,6 +181,8 @@ def _plan(model_config, postprocess, options, train_dataset, val_dataset, world_
         options, steps_per_epoch=steps, images=len(train_dataset["images"])
     )
     choices = {**tile_choices, **found.pop("auto"), **schedule}
+    if tiling:  # the merged full image's cap: the model's, resolved above
+        tiling = {**tiling, "max_detections": resolved.max_detections}
     return TrainingPlan(
         model=MappingProxyType(dict(config)),
         postprocess=resolved,
@@ -192,14 +194,11 @@ def _plan(model_config, postprocess, options, train_dataset, val_dataset, world_
     )
 
 
-def _tiling(
-    model_config: dict, train_dataset: dict, val_dataset: dict | None, *, seed: int, densest: int
-):
+def _tiling(model_config: dict, train_dataset: dict, val_dataset: dict | None, *, seed: int):
     """``model.tiles`` (:mod:`detflow.train.auto_tiles`): the model config without it (its
     input size the tile's where tiled), the tiles record (None: whole images), the choices
     (none where the config has no ``tiles`` key), and the train and val datasets the rest
-    of the plan measures: their tiles where tiled (metadata only, no pixels). ``densest``:
-    the most boxes on one full train or val image."""
+    of the plan measures: their tiles where tiled (metadata only, no pixels)."""
     config = {k: v for k, v in model_config.items() if k != "tiles"}
     if "tiles" not in model_config:
         return config, None, {}, train_dataset, val_dataset
@@ -219,8 +218,7 @@ def _tiling(
         "reason": "the tile size: a tile enters the model without resizing",
     }
     merge = TileSettings(spec.size, spec.overlap).to_dict()  # its default merge across tiles
-    record = {**cut, **merge, "max_detections": max(DEFAULT_MAX_DETECTIONS, densest)}
-    return config, {**record, "counts": counts}, choices, tiled_train, tiled_val
+    return config, {**cut, **merge, "counts": counts}, choices, tiled_train, tiled_val
 
 
 def _densest(dataset: dict | None) -> int:
