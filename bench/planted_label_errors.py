@@ -1,14 +1,17 @@
 """Planted label errors: how many does evaluate's label-issue ranking find?
 
-Copies this working tree (git-tracked files) and the bundled thermal dataset to ``--workdir``,
-runs the real pipeline up to ``split``, plants 20 label errors in the val and test splits
-(10 removed boxes, 5 class swaps, 5 boxes shifted by half their size; seeded, so the same
-20 every time), records the planted splits as the split stage's outputs (``dvc commit``),
+Copies this working tree (git-tracked files) and a dataset to ``--workdir``: ``--dataset
+thermal`` the bundled thermal set (80 held-out boxes), ``dense`` 200 generated dense images
+(``bench/dataset_table.py``'s: 15-45 small objects of 3 classes each, ~1,800 held-out boxes).
+Composes ``params.yaml`` from ``conf/`` for it (as ``make params``), runs the real pipeline up
+to ``split``, plants ``--plants`` label errors in the val and test splits (default 20: half
+removed boxes, a quarter class swaps, a quarter boxes shifted by half their size; seeded, so
+the same every time), records the planted splits as the split stage's outputs (``dvc commit``),
 then runs ``dvc repro train`` (augment, train with the default recipe, evaluate) and reports how
 many planted errors are among the top ``--top`` candidates of
-``reports/evaluate/label_issues.json`` (recall: found / 20) and how many of those candidates
-are planted (precision: planted / candidates in the top ``--top``; the list holds only the
-boxes the model confidently disagrees with, so it may hold fewer).
+``reports/evaluate/label_issues.json`` (recall: found / planted) and how many of those
+candidates are planted (precision: planted / candidates in the top ``--top``; the list holds
+only the boxes the model confidently disagrees with, so it may hold fewer).
 
 Planting touches only val and test, so the train split, and with it training, is the one of
 the unplanted pipeline, up to which epoch val picks as best: ``--model models/train/best.pt``
@@ -22,6 +25,7 @@ model is reused. ``evaluate`` always runs with the working tree's current code
 
     python bench/planted_label_errors.py --workdir /tmp/planted   # trains: ~10 min on 2 cores
     python bench/planted_label_errors.py --workdir /tmp/planted --model models/train/best.pt
+    python bench/planted_label_errors.py --dataset dense --plants 40 --workdir /tmp/planted_dense
 """
 
 from __future__ import annotations
@@ -36,13 +40,15 @@ import sys
 from pathlib import Path
 
 import yaml
+from dataset_table import generate_dense  # bench/, this script's folder
 
 from detflow.core.boxes import box_iou, xywh_to_xyxy
 
 REPO = Path(__file__).resolve().parents[1]
-DATASET = "thermal_dogs_people"
-PLANTS = {"removed": 10, "swapped": 5, "shifted": 5}
-SYNCED = ("src", "stages", "conf", "dvc.yaml", "params.yaml", "pyproject.toml")
+THERMAL = "thermal_dogs_people"
+DENSE_IMAGES = 200
+KINDS = ("removed", "swapped", "shifted")
+SYNCED = ("src", "stages", "conf", "dvc.yaml", "pyproject.toml")
 
 
 def sh(args: list[str], cwd: Path) -> None:
@@ -57,8 +63,22 @@ def dvc(cwd: Path, *args: str) -> None:
     sh([sys.executable, "-m", "dvc", *args], cwd)
 
 
-def copy_repo(workdir: Path) -> None:
-    """The working tree's tracked files (not data/sources) and the bundled dataset."""
+def plants(total: int) -> dict[str, int]:
+    """How many of each kind: half removed, a quarter swapped, the rest shifted."""
+    return {
+        "removed": total // 2,
+        "swapped": total // 4,
+        "shifted": total - total // 2 - total // 4,
+    }
+
+
+def dataset_overrides(dataset: str) -> list[str]:
+    """The Hydra overrides that point ``params.yaml`` at the copied ``dataset``."""
+    return [] if dataset == "thermal" else ["data=voc", "data.path=data/sources/dense"]
+
+
+def copy_repo(workdir: Path, dataset: str) -> None:
+    """The working tree's tracked files (not data/sources) and the dataset's images."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -70,10 +90,13 @@ def copy_repo(workdir: Path) -> None:
             continue
         (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, workdir / name)
-    source = REPO / "data" / "sources" / DATASET
-    if not source.is_dir():
-        source = Path("/work/shared/datasets") / DATASET
-    shutil.copytree(source, workdir / "data" / "sources" / DATASET)
+    if dataset == "dense":
+        generate_dense(workdir / "data" / "sources" / "dense", images=DENSE_IMAGES)
+    else:
+        source = REPO / "data" / "sources" / THERMAL
+        if not source.is_dir():
+            source = REPO.parent / "shared" / "datasets" / THERMAL
+        shutil.copytree(source, workdir / "data" / "sources" / THERMAL)
     sh(["git", "init", "-q"], workdir)
     sh(["git", "-c", "user.name=bench", "-c", "user.email=b@x.invalid", "add", "-A"], workdir)
     sh(
@@ -82,8 +105,8 @@ def copy_repo(workdir: Path) -> None:
     )
 
 
-def plant(split_dir: Path, *, seed: int = 0) -> list[dict]:
-    """Plant :data:`PLANTS` errors in ``val.json`` and ``test.json`` (COCO xywh px boxes);
+def plant(split_dir: Path, *, counts: dict[str, int], seed: int = 0) -> list[dict]:
+    """Plant ``counts`` errors of each kind in ``val.json`` and ``test.json`` (COCO xywh px boxes);
     returns one record per planted error (``image`` file name, ``kind``, ``box`` as planted
     or None when removed, ``original`` box)."""
     rng = random.Random(seed)
@@ -91,8 +114,8 @@ def plant(split_dir: Path, *, seed: int = 0) -> list[dict]:
         name: json.loads((split_dir / f"{name}.json").read_text()) for name in ("val", "test")
     }
     pool = [(name, a) for name, d in splits.items() for a in d["annotations"] if a["bbox"][2] > 4]
-    chosen = rng.sample(pool, sum(PLANTS.values()))
-    kinds = [k for k, n in PLANTS.items() for _ in range(n)]
+    chosen = rng.sample(pool, sum(counts.values()))
+    kinds = [k for k, n in counts.items() for _ in range(n)]
     classes = sorted({c["id"] for d in splits.values() for c in d["categories"]})
     planted = []
     for (name, ann), kind in zip(chosen, kinds, strict=True):
@@ -138,7 +161,7 @@ def score(planted: list[dict], issues: list[dict], *, top: int, min_iou: float =
             unplanted += 1
         else:
             found.add(hit)
-    by_kind = {k: sum(planted[i]["kind"] == k for i in found) for k in PLANTS}
+    by_kind = {k: sum(planted[i]["kind"] == k for i in found) for k in KINDS}
     listed = min(top, len(issues))
     return {
         "top": top,
@@ -156,6 +179,8 @@ def score(planted: list[dict], issues: list[dict], *, top: int, min_iou: float =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/planted_label_errors"))
+    parser.add_argument("--dataset", choices=("thermal", "dense"), default="thermal")
+    parser.add_argument("--plants", type=int, default=20, help="label errors to plant (>= 4)")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument(
         "--model",
@@ -167,15 +192,22 @@ def main() -> None:
         "--issue-confidence", type=float, help="evaluate.issue_confidence for this run"
     )
     args = parser.parse_args()
+    if args.plants < 4:
+        parser.error(f"--plants {args.plants}: plant at least 4 (one of each kind, 2 removed)")
     work = args.workdir.resolve()
     planted_file = work / "planted.json"
+    overrides = dataset_overrides(args.dataset)
+    if args.issue_confidence is not None:
+        overrides.append(f"evaluate.issue_confidence={args.issue_confidence}")
+    compose = [sys.executable, "stages/compose_params.py", *overrides]
     if not (work / "models" / "train" / "best.pt").is_file():
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
-        copy_repo(work)
+        copy_repo(work, args.dataset)
+        sh(compose, work)
         dvc(work, "repro", "split")
-        planted = plant(work / "data" / "split")
+        planted = plant(work / "data" / "split", counts=plants(args.plants))
         planted_file.write_text(json.dumps(planted, indent=1))
         dvc(work, "commit", "-f", "split")
         if args.model is None:
@@ -189,10 +221,7 @@ def main() -> None:
             shutil.copytree(src, dst, dirs_exist_ok=True)
         else:
             shutil.copy2(src, dst)
-    if args.issue_confidence is not None:  # params.yaml as `make params` would write it
-        params = yaml.safe_load((work / "params.yaml").read_text())
-        params["evaluate"]["issue_confidence"] = args.issue_confidence
-        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(compose, work)  # params.yaml from the current conf/, as `make params` writes it
     dvc(work, "repro", "--single-item", "evaluate")
     planted = json.loads(planted_file.read_text())
     issues = json.loads((work / "reports" / "evaluate" / "label_issues.json").read_text())

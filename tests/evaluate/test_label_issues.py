@@ -138,6 +138,29 @@ def test_badly_located_only_when_no_detection_of_its_class_matches():
     assert _kinds([label], [(1, 0.99, 0, 0, 100, 60)]) == []  # IoU 0.6: matched
 
 
+def test_a_label_seen_in_place_is_not_badly_located():
+    """A shown (>= operating 0.5) but unconfident dog detection on the label: the model sees
+    the dog there, so a confident dog beside it (IoU 0.33) is the model's error, not the
+    label's; a detection below the operating score does not count."""
+    label, shifted = (1, 0, 0, 100, 100), (1, 0.99, 50, 0, 150, 100)
+    assert _kinds([label], [shifted, (1, 0.6, 0, 0, 100, 95)]) == []
+    assert _kinds([label], [shifted, (1, 0.4, 0, 0, 100, 95)]) == ["badly_located"]
+    found = find_label_issues(
+        *_image([label], [shifted, (1, 0.6, 0, 0, 100, 95)]), split="t", operating=0.7
+    )
+    assert [r["kind"] for r in found] == ["badly_located"]
+
+
+def test_an_unlabelled_object_touching_a_label_seen_in_place_is_overlooked():
+    """Crowds: the person detection touches the dog label (IoU 0.05), which its own dog
+    detection accounts for, so the person is an overlooked box; beside a dog label nothing
+    detects, the same person detection is evidence of nothing (cleanlab's rule)."""
+    dog, person = (1, 0, 0, 100, 100), (2, 0.99, 90, 0, 190, 100)
+    assert _kinds([dog], [(1, 0.99, 0, 0, 100, 100), person]) == ["overlooked"]
+    assert _kinds([dog], [(1, 0.6, 0, 0, 100, 100), person]) == ["overlooked"]
+    assert _kinds([dog], [person]) == []
+
+
 def test_the_closer_contradiction_ranks_first():
     """Swapped by a detection at IoU 0.9 before one at IoU 0.6; badly located by IoU 0.11
     before IoU 0.4 (cleanlab's scores: 1 - similarity, similarity)."""

@@ -76,7 +76,11 @@ def analyse(
             dataset = datasets[split].dataset
             thresholds[split] = dict.fromkeys(datasets[split].class_names, confidence)
             issues += find_label_issues(
-                dataset, predictions[split], split=split, confidence=confidence
+                dataset,
+                predictions[split],
+                split=split,
+                confidence=confidence,
+                operating=options.score_threshold,
             )
     issues.sort(key=lambda r: (r["score"], r["split"], r["image_id"]))
     metrics["label_issues"] = {

@@ -11,12 +11,19 @@ box (a person holding a dog: the dog's detection does not make the person a swap
 unexplained confident detections then give three kinds of candidate, the off-diagonal cells
 of confident learning's confident joint, with the match in place of the label's class:
 
-- ``overlooked``: an unexplained confident detection that overlaps no label at all: a box the
-  labeller probably missed (box: the detection; ``class``: the detected class);
+- ``overlooked``: an unexplained confident detection that overlaps no label, not counting
+  labels of other classes *seen in place* (below): a box the labeller probably missed (box:
+  the detection; ``class``: the detected class). In a crowd an unlabelled object touches its
+  neighbours' labels; a neighbour the model sees in place is accounted for by its own detection;
 - ``swapped``: an unconfirmed label that an unexplained confident detection of another class
   matches (box: the label, ``class``: the label's class, ``suggested``: the detected class);
 - ``badly_located``: an unconfirmed label that unexplained confident detections of its class
-  overlap, each at IoU < 0.5 (box: the label).
+  overlap, each at IoU < 0.5, and that the model does not see in place (box: the label).
+
+Seen in place: a detection of the label's class scoring at least ``operating`` (the score from
+which evaluate shows a detection, ``evaluate.score_threshold``) matches it. The model then
+finds the object where the label says, so a confident box of its class beside it is the
+model's error (a duplicate, a neighbour), not the label's.
 
 So the data bound the list: its length is the number of boxes the model confidently
 disagrees with, few on a clean split with a good model, and a box that merely scores below
@@ -106,25 +113,35 @@ def find_label_issues(
     *,
     split: str,
     confidence: float = CLEANLAB_CONFIDENCE,
+    operating: float = 0.5,
 ) -> list[dict]:
     """The candidates of ``dataset`` (module docstring), lowest score first: ``{"split",
     "image", "image_id", "kind", "score", "box" (xywh px), "class"}`` (+ ``suggested`` for a
     swap). ``confidence``: the score from which a detection is confident, for every class
-    (:func:`confident_score`; cleanlab's ``high_probability_threshold``, default 0.95)."""
+    (:func:`confident_score`; cleanlab's ``high_probability_threshold``, default 0.95);
+    ``operating``: the score from which a detection is shown (``evaluate.score_threshold``):
+    a label that such a detection of its class matches is seen in place, never badly located."""
     labels, preds, ignored = cleanlab_inputs(dataset, predictions)
     if not labels:
         return []
     names = manifest.class_names(dataset)
     confident = [[rows[rows[:, 4] >= confidence] for rows in per_class] for per_class in preds]
     evidence = [_evidence(label, c) for label, c in zip(labels, confident, strict=True)]
-    scores = _cleanlab_scores(labels, [unexplained for unexplained, _ in evidence])
+    unexplained = [u for u, _ in evidence]
+    shown = min(operating, confidence)
+    in_place = [
+        _evidence(label, [r[r[:, 4] >= shown] for r in p])[1]
+        for label, p in zip(labels, preds, strict=True)
+    ]
+    scores = _cleanlab_scores(labels, unexplained)
+    scores["overlooked"] = _overlooked_scores(labels, unexplained, in_place)
     records = []
     for i, image in enumerate(dataset["images"]):
         base = {"split": split, "image": image["file_name"], "image_id": image["id"]}
         label_scores = scores["swapped"][i], scores["badly_located"][i]
-        records += _label_candidates(base, labels[i], evidence[i], label_scores, names)
+        records += _label_candidates(base, labels[i], evidence[i], label_scores, names, in_place[i])
         records += _overlooked_candidates(
-            base, evidence[i][0], scores["overlooked"][i], ignored[i], names
+            base, unexplained[i], scores["overlooked"][i], ignored[i], names
         )
     return sorted(records, key=lambda r: (r["score"], r["split"], r["image_id"]))
 
@@ -142,15 +159,35 @@ def _evidence(label: dict, confident: list[np.ndarray]) -> tuple[list[np.ndarray
     return unexplained, confirmed
 
 
+def _overlooked_scores(labels: list, unexplained: list, in_place: list) -> list[np.ndarray]:
+    """cleanlab's overlooked score of each unexplained confident detection (per image, in
+    cleanlab's order: class by class), where a label of another class that the model sees in
+    place does not count as overlapping it: that label is its own detection's, so a box touching
+    it (a neighbour in a crowd) can still be an unlabelled object. Labels of the detection's own
+    class all count (an overlapping same-class box is more likely a duplicate)."""
+    images, classes = len(labels), len(unexplained[0]) if unexplained else 0
+    per_class = []
+    for k in range(classes):
+        open_labels = [
+            {"bboxes": lab["bboxes"][keep], "labels": lab["labels"][keep]}
+            for lab, seen in zip(labels, in_place, strict=True)
+            for keep in [~seen | (lab["labels"] == k)]
+        ]
+        only_k = [[r if c == k else r[:0] for c, r in enumerate(rows)] for rows in unexplained]
+        per_class.append(
+            compute_overlooked_box_scores(
+                labels=open_labels, predictions=only_k, high_probability_threshold=0.0
+            )
+        )
+    return [np.concatenate([per_class[k][i] for k in range(classes)]) for i in range(images)]
+
+
 def _cleanlab_scores(labels: list, evidence: list) -> dict[str, list[np.ndarray]]:
     """cleanlab's per-box scores of each kind over ``evidence`` (per image and class, the
     unexplained confident detections; cleanlab's probability thresholds at 0: every one given
     counts). The swap score is the distance to the other class's detection, without
     cleanlab's floor for a label that overlaps a label of another class."""
     return {
-        "overlooked": compute_overlooked_box_scores(
-            labels=labels, predictions=evidence, high_probability_threshold=0.0
-        ),
         "swapped": compute_swap_box_scores(
             labels=labels,
             predictions=evidence,
@@ -163,10 +200,11 @@ def _cleanlab_scores(labels: list, evidence: list) -> dict[str, list[np.ndarray]
     }
 
 
-def _label_candidates(base, label, evidence, scores, names) -> list[dict]:
+def _label_candidates(base, label, evidence, scores, names, in_place) -> list[dict]:
     """One candidate per label box that the model does not confirm and its unexplained
     confident detections contradict (module docstring), of its lower-scoring kind;
-    ``evidence``: :func:`_evidence`; ``scores``: cleanlab's (swap, badloc) per label."""
+    ``evidence``: :func:`_evidence`; ``scores``: cleanlab's (swap, badloc) per label;
+    ``in_place``: per label, whether a shown detection of its class matches it."""
     unexplained, confirmed = evidence
     rows, classes = _stack(unexplained)
     overlap = box_iou(label["bboxes"], rows[:, :4])  # [L, D]
@@ -177,7 +215,7 @@ def _label_candidates(base, label, evidence, scores, names) -> list[dict]:
         own, kinds = classes == k, {}
         if (overlap[j, ~own] >= MATCH_IOU).any():
             kinds["swapped"] = float(scores[0][j])
-        if (overlap[j, own] > 0).any():
+        if (overlap[j, own] > 0).any() and not in_place[j]:
             kinds["badly_located"] = float(scores[1][j])
         if not kinds:
             continue
