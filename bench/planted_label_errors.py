@@ -2,7 +2,7 @@
 
 Copies this working tree (git-tracked files) and a dataset to ``--workdir``: ``--dataset
 thermal`` the bundled thermal set (80 held-out boxes), ``dense`` 200 generated dense images
-(``bench/dataset_table.py``'s: 15-45 small objects of 3 classes each, ~1,800 held-out boxes).
+(``bench/dataset_table.py``'s: 15-45 small objects of 3 classes each, 1,940 held-out boxes).
 Composes ``params.yaml`` from ``conf/`` for it (as ``make params``), runs the real pipeline up
 to ``split``, plants ``--plants`` label errors in the val and test splits (default 20: half
 removed boxes, a quarter class swaps, a quarter boxes shifted by half their size; seeded, so
