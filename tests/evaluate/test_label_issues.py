@@ -204,8 +204,9 @@ def test_review_exports_images_labels_and_prelabels(split, tmp_path, fmt, capsys
     assert cli([*args, "--split", str(tmp_path / "missing")]) == 2
 
 
-def _scored(hits_and_scores):
-    """A one-image split whose detections at ``scores`` are right (on a label) or wrong."""
+def _scored(hits_and_scores, *, missed: int = 0):
+    """A one-image split whose detections at ``scores`` are right (on a label) or wrong, and
+    ``missed`` labels no detection finds."""
     dataset = {
         "images": [{"id": 1, "file_name": "1.png", "width": 2000, "height": 100}],
         "annotations": [],
@@ -220,12 +221,18 @@ def _scored(hits_and_scores):
             )
         boxes.append([x, 0, x + 20, 20])
         scores.append(score)
+    for index in range(len(hits_and_scores), len(hits_and_scores) + missed):
+        dataset["annotations"].append(
+            {"id": index + 1, "image_id": 1, "category_id": 1, "bbox": [30 * index, 0, 20, 20]}
+        )
     labels = np.ones(len(scores), np.int64)
     return dataset, {1: {"boxes": np.array(boxes, float), "labels": labels, "scores": scores}}
 
 
-def test_auto_confidence_is_the_mean_score_of_the_right_detections():
+def test_auto_confidence_is_the_labels_mean_self_confidence():
+    """Each label's score is its matching detection's, 0 where none finds it."""
     rows = [(True, 0.9), (True, 0.8), (True, 0.7), (False, 0.99), (False, 0.2)]
     assert confident_score(*_scored(rows)) == pytest.approx(0.8)  # wrong ones do not count
+    assert confident_score(*_scored(rows, missed=1)) == pytest.approx(0.6)  # 2.4 / 4 labels
     assert confident_score(*_scored([(False, 0.99)])) == 0.95  # nothing right: cleanlab's
     assert confident_score(*_scored([])) == 0.95
