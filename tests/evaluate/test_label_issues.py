@@ -175,6 +175,27 @@ def test_the_closer_contradiction_ranks_first():
     assert corners["badly_located"] == [[0.0, 200.0], [200.0, 200.0]], issues
 
 
+def test_swaps_on_different_images_keep_their_distances():
+    """Two images, one swap each (person boxes on dog labels at IoU 0.9 and 0.6): cleanlab
+    floors a swap score at the dataset's smallest label-detection similarity, here the 0.6
+    pair's, which made both scores equal; without it the closer swap ranks first."""
+    images = [({"id": i, "file_name": f"{i}.png", "width": 400, "height": 400}) for i in (1, 2)]
+    dataset = {
+        "images": images,
+        "annotations": [
+            {"id": i, "image_id": i, "category_id": 1, "bbox": [0, 0, 100, 100]} for i in (1, 2)
+        ],
+        "categories": [{"id": 1, "name": "dog"}, {"id": 2, "name": "person"}],
+    }
+    predictions = {
+        i: {"boxes": np.array([[0, 0, 100, h]], float), "labels": np.array([2]), "scores": [0.99]}
+        for i, h in ((1, 90), (2, 60))
+    }
+    issues = find_label_issues(dataset, predictions, split="t")
+    assert [(r["image_id"], r["kind"]) for r in issues] == [(1, "swapped"), (2, "swapped")]
+    assert issues[0]["score"] < issues[1]["score"] - 0.2, issues
+
+
 @pytest.mark.parametrize("fmt", ["coco", "yolo", "voc"])
 def test_review_exports_images_labels_and_prelabels(split, tmp_path, fmt, capsys):
     dataset, predictions = split
