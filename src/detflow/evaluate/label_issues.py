@@ -238,9 +238,9 @@ def _label_candidates(base, label, evidence, scores, names, in_place) -> list[di
 
 
 def _overlooked_candidates(base, pred, scores, ignored, names) -> list[dict]:
-    """One candidate per confident detection that overlaps no label (cleanlab's order of
-    detections: class by class), the best scoring of overlapping ones, none over an
-    ignored box."""
+    """One candidate per unexplained confident detection that :func:`_overlooked_scores`
+    scores (it overlaps no label that counts; cleanlab's order of detections: class by class),
+    the best scoring of overlapping ones, none over an ignored box."""
     boxes, classes = _stack(pred)
     order = [d for d in np.argsort(scores, kind="stable") if np.isfinite(scores[d])]
     kept: list[int] = []
