@@ -138,8 +138,7 @@ def find_label_issues(
         _evidence(label, [r[r[:, 4] >= shown] for r in p])[1]
         for label, p in zip(labels, preds, strict=True)
     ]
-    scores = _cleanlab_scores(labels, unexplained)
-    scores["overlooked"] = _overlooked_scores(labels, unexplained, in_place)
+    scores = _cleanlab_scores(labels, unexplained, in_place)
     records = []
     for i, image in enumerate(dataset["images"]):
         base = {"split": split, "image": image["file_name"], "image_id": image["id"]}
@@ -187,24 +186,25 @@ def _overlooked_scores(labels: list, unexplained: list, in_place: list) -> list[
     return [np.concatenate([per_class[k][i] for k in range(classes)]) for i in range(images)]
 
 
-def _cleanlab_scores(labels: list, evidence: list) -> dict[str, list[np.ndarray]]:
+def _cleanlab_scores(labels: list, evidence: list, in_place: list) -> dict[str, list[np.ndarray]]:
     """cleanlab's per-box scores of each kind over ``evidence`` (per image and class, the
     unexplained confident detections; cleanlab's probability thresholds at 0: every one given
-    counts). The swap score is the distance to the other class's detection, without
-    cleanlab's floors: the one for a label that overlaps a label of another class, and the
-    dataset's smallest label-detection similarity, which over these few detections is large
-    (0.80 on the bundled test split) and gave every swap the same score."""
-    swap_inputs = _get_valid_inputs_for_compute_scores(ALPHA, labels, evidence)
-    for image in swap_inputs:
+    counts); overlooked by :func:`_overlooked_scores` (``in_place``: per image and label).
+    The swap score is the distance to the other class's detection, without cleanlab's floors:
+    the one for a label that overlaps a label of another class, and the dataset's smallest
+    label-detection similarity, which over these few detections is large (0.80 on the bundled
+    test split) and gave every swap the same score. Swap and badly-located scores share one
+    set of similarity matrices (the badly-located score does not read that floor)."""
+    inputs = _get_valid_inputs_for_compute_scores(ALPHA, labels, evidence)
+    for image in inputs:
         image["min_possible_similarity"] = 0.0
     return {
+        "overlooked": _overlooked_scores(labels, evidence, in_place),
         "swapped": compute_swap_box_scores(
-            auxiliary_inputs=swap_inputs,
-            high_probability_threshold=0.0,
-            overlapping_label_check=False,
+            auxiliary_inputs=inputs, high_probability_threshold=0.0, overlapping_label_check=False
         ),
         "badly_located": compute_badloc_box_scores(
-            labels=labels, predictions=evidence, low_probability_threshold=0.0
+            auxiliary_inputs=inputs, low_probability_threshold=0.0
         ),
     }
 
